@@ -1,0 +1,48 @@
+"""dspex_notebook: live, typed, versioned session variables for Jupyter.
+
+The async :class:`SessionContext` implements the variables API of the DSPex/snakepit gRPC bridge
+against this package's own ``grpc.aio`` server (embedded by default, or ``dspex-notebook serve``).
+"""
+
+__version__ = "0.1.0"
+
+from ._errors import (
+    AccessDenied,
+    AuthenticationError,
+    ConstraintViolation,
+    DspexError,
+    InvalidArgument,
+    OptimizationConflict,
+    ResourceLimitExceeded,
+    SessionNotFoundError,
+    Unsupported,
+    VariableExistsError,
+    VariableNotFoundError,
+    VariableTypeError,
+    VersionConflict,
+)
+from ._session import SessionContext, infer_type
+from ._types import Variable, VariableType
+from ._wire.status import BridgeUnavailable
+
+__all__ = [
+    "AccessDenied",
+    "AuthenticationError",
+    "BridgeUnavailable",
+    "ConstraintViolation",
+    "DspexError",
+    "InvalidArgument",
+    "OptimizationConflict",
+    "ResourceLimitExceeded",
+    "SessionContext",
+    "SessionNotFoundError",
+    "Unsupported",
+    "Variable",
+    "VariableExistsError",
+    "VariableNotFoundError",
+    "VariableType",
+    "VariableTypeError",
+    "VersionConflict",
+    "__version__",
+    "infer_type",
+]

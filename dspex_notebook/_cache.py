@@ -1,0 +1,117 @@
+"""The client's value cache: TTL plus LRU, LFU or FIFO eviction, with hit statistics.
+
+I/O-free and synchronous on purpose: a hit is a dict lookup plus bookkeeping (well under a
+microsecond) and never touches the event loop, so ``await session.get_variable(x)`` on a hit costs
+about as much as a method call. The clock is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+MISS = object()  #: returned by :meth:`ValueCache.get` when there is no fresh entry
+POLICIES = ("lru", "lfu", "fifo")
+
+
+class ValueCache:
+    """``key -> value`` with time-to-live and bounded size.
+
+    Parameters:
+        ttl: seconds an entry stays fresh; 0 disables caching entirely.
+        max_size: entries kept before evicting.
+        policy: ``"lru"`` (least recently used), ``"lfu"`` (least frequently used) or
+            ``"fifo"`` (oldest insert).
+        clock: monotonic seconds, injectable for tests.
+    """
+
+    def __init__(self, ttl: float = 1.0, max_size: int = 1000, policy: str = "lru",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._entries: OrderedDict[str, list[Any]] = OrderedDict()  # key -> [value, expires, uses]
+        self._clock = clock
+        self.hits = self.misses = self.evictions = 0
+        self.ttl, self.max_size, self.policy = 1.0, 1000, "lru"
+        self.configure(ttl, max_size, policy)
+
+    def configure(self, ttl: float | None = None, max_size: int | None = None,
+                  policy: str | None = None) -> None:
+        """Change settings; shrinking ``max_size`` evicts immediately."""
+        if ttl is not None:
+            if ttl < 0:
+                raise ValueError(f"cache ttl must be >= 0 seconds, got {ttl!r}")
+            self.ttl = float(ttl)
+            if ttl == 0:
+                self._entries.clear()
+        if max_size is not None:
+            if max_size < 1:
+                raise ValueError(f"cache max_size must be >= 1, got {max_size!r}")
+            self.max_size = int(max_size)
+        if policy is not None:
+            if policy not in POLICIES:
+                raise ValueError(f"eviction policy must be one of {POLICIES}, got {policy!r}")
+            self.policy = policy
+        while len(self._entries) > self.max_size:
+            self._evict()
+
+    def get(self, key: str) -> Any:
+        """The fresh value for ``key``, or :data:`MISS`."""
+        entry = self._entries.get(key)
+        if entry is None or entry[1] < self._clock():
+            self.misses += 1
+            if entry is not None:
+                del self._entries[key]
+            return MISS
+        self.hits += 1
+        if self.policy == "lru":
+            self._entries.move_to_end(key)
+        elif self.policy == "lfu":
+            entry[2] += 1
+        return entry[0]
+
+    def put(self, key: str, value: Any) -> None:
+        if self.ttl <= 0:
+            return
+        entries = self._entries
+        if key in entries:
+            entry = entries[key]
+            entry[0], entry[1] = value, self._clock() + self.ttl
+            if self.policy == "lru":
+                entries.move_to_end(key)
+            return
+        if len(entries) >= self.max_size:
+            self._evict()
+        entries[key] = [value, self._clock() + self.ttl, 0]
+
+    def invalidate(self, *keys: str) -> int:
+        """Drop ``keys``; return how many were cached."""
+        return sum(self._entries.pop(k, None) is not None for k in keys)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def _evict(self) -> None:
+        if self.policy == "lfu":
+            victim = min(self._entries, key=lambda k: self._entries[k][2])
+            del self._entries[victim]
+        else:  # lru keeps recency order, fifo insertion order: both evict the first
+            self._entries.popitem(last=False)
+        self.evictions += 1
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def info(self) -> dict[str, Any]:
+        """``size``, ``ttl``, ``max_size``, ``eviction_policy``, hit/miss/eviction counts."""
+        total = self.hits + self.misses
+        return {
+            "size": len(self._entries),
+            "ttl": self.ttl,
+            "max_size": self.max_size,
+            "eviction_policy": self.policy,
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": self.hits / total if total else 0.0,
+            "eviction_count": self.evictions,
+        }

@@ -1,0 +1,205 @@
+"""Python values <-> the wire encoding of wire-contract.md (no grpc, no protobuf here).
+
+A value travels as ``(type_url, data, binary)``, the three parts of ``google.protobuf.Any`` plus
+the message's ``binary_value`` field:
+
+* ``type_url = "type.googleapis.com/snakepit.<type>"`` and ``data`` = UTF-8 JSON text. Special
+  floats are the JSON strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (v0.4.3's convention).
+* embeddings and tensors go as raw little-endian bytes in ``binary``, with
+  ``type_url = "...snakepit.<type>.binary"`` and ``data`` = JSON
+  ``{"shape": [...], "dtype": "float32", "binary_format": "raw"}``.
+  ``binary=False`` produces the v0.4.3 JSON forms instead (list / ``{"shape", "data"}``), which is
+  what an old peer can read; both forms are accepted on decode.
+* ``"binary_format": "pickle"`` (what the v0.4.3 Python client sends for large arrays) is refused
+  and never unpickled.
+
+The decoded value is the *raw* form for the type named in the URL; :func:`validate` in
+``_constraints`` then coerces it to the declared type of the variable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ._constraints import TENSOR_DTYPES
+from ._errors import InvalidArgument
+from ._types import TYPE_ALIASES, TYPE_NAMES
+
+__all__ = ["TYPE_URL_PREFIX", "TYPE_NAMES_SET", "encode", "decode", "type_of_url"]
+
+TYPE_URL_PREFIX = "type.googleapis.com/snakepit."
+TYPE_NAMES_SET = frozenset(TYPE_NAMES)
+_URLS = {t: TYPE_URL_PREFIX + t for t in TYPE_NAMES}
+_BIN_URLS = {t: TYPE_URL_PREFIX + t + ".binary" for t in ("embedding", "tensor")}
+_SPECIAL_OUT = {"nan": b'"NaN"', "inf": b'"Infinity"', "-inf": b'"-Infinity"'}
+_SPECIAL_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_MAX_NDIM = 32
+_FAST = {
+    _URLS["float"]: ("float", float),
+    _URLS["integer"]: ("integer", int),
+    _URLS["boolean"]: ("boolean", {b"true": True, b"false": False}.__getitem__),
+}
+# Parsing the binary metadata JSON dominates decoding small arrays; the same few strings recur.
+_meta_cache: dict[bytes, tuple[tuple[int, ...], str]] = {}
+
+
+def encode(type_name: str, value: Any, *, binary: bool = True) -> tuple[str, bytes, bytes]:
+    """Encode a canonical value of ``type_name`` as ``(type_url, json_bytes, binary_bytes)``."""
+    if type_name in ("embedding", "tensor"):
+        return _encode_array(type_name, value, binary)
+    if type_name == "float":
+        v = float(value)
+        data = repr(v).encode() if math.isfinite(v) else _SPECIAL_OUT[repr(v)]
+    elif type_name == "boolean":
+        data = b"true" if value else b"false"
+    elif type_name == "integer":
+        data = str(int(value)).encode()
+    else:
+        data = json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+    return _URLS[type_name], data, b""
+
+
+def _encode_array(type_name: str, arr: Any, binary: bool) -> tuple[str, bytes, bytes]:
+    import numpy as np
+
+    arr = np.asarray(arr)
+    if not binary:
+        if type_name == "embedding":
+            return _URLS[type_name], json.dumps(arr.tolist()).encode(), b""
+        doc = {"shape": list(arr.shape), "dtype": arr.dtype.name, "data": arr.tolist()}
+        return _URLS[type_name], json.dumps(doc).encode(), b""
+    le = arr.dtype.newbyteorder("<")
+    payload = arr.astype(le, copy=False).tobytes()  # tobytes() is C order whatever the layout
+    meta = (
+        b'{"shape":' + json.dumps(list(arr.shape)).encode()
+        + b',"dtype":"' + arr.dtype.name.encode() + b'","binary_format":"raw"}'
+    )
+    return _BIN_URLS[type_name], meta, payload
+
+
+def type_of_url(type_url: str) -> tuple[str, bool]:
+    """Return ``(type_name, is_binary)`` for a value's type_url."""
+    tail = type_url.rsplit("/", 1)[-1]
+    if tail.startswith("snakepit."):
+        tail = tail[len("snakepit."):]
+    is_binary = tail.endswith(".binary")
+    if is_binary:
+        tail = tail[: -len(".binary")]
+    name = TYPE_ALIASES.get(tail, tail)
+    if name not in TYPE_NAMES or (is_binary and name not in _BIN_URLS):
+        raise InvalidArgument(f"unknown value type_url {type_url!r}")
+    return name, is_binary
+
+
+def decode(type_url: str, data: bytes, binary: bytes = b"") -> tuple[str, Any]:
+    """Decode a wire value; return ``(type_name_from_url, raw_value)``.
+
+    Raises:
+        InvalidArgument: malformed JSON, unknown type_url, refused or inconsistent binary payload.
+    """
+    if not type_url:
+        raise InvalidArgument("no value given (empty google.protobuf.Any)")
+    fast = _FAST.get(type_url)
+    if fast is not None:  # scalars skip json.loads (~1 µs each; matters for batches)
+        try:
+            return fast[0], fast[1](data)
+        except (ValueError, KeyError):
+            pass
+    name, is_binary = type_of_url(type_url)
+    if is_binary:
+        return name, _decode_binary(name, data, binary)
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"value of type {name} is not valid JSON: {exc}") from None
+    if name == "float" and isinstance(raw, str):
+        if raw not in _SPECIAL_IN:
+            raise InvalidArgument(f"float value {raw!r} is not a number")
+        raw = _SPECIAL_IN[raw]
+    elif name in ("embedding", "tensor"):
+        raw = _decode_json_array(name, raw)
+    return name, raw
+
+
+def _decode_json_array(name: str, raw: Any):
+    if name == "embedding" and isinstance(raw, list):
+        return _to_array(raw, None, name)
+    if isinstance(raw, dict) and "data" in raw:
+        arr = _to_array(raw["data"], raw.get("dtype"), name)
+        shape = raw.get("shape")
+        if shape is not None:
+            try:
+                arr = arr.reshape(_shape(shape))
+            except ValueError:
+                raise InvalidArgument(f"{name} data does not fit shape {shape!r}") from None
+        return arr
+    if isinstance(raw, list):
+        return _to_array(raw, None, name)
+    if isinstance(raw, dict) and "binary_format" in raw:
+        raise InvalidArgument(f"{name} metadata says binary but the type_url has no .binary suffix")
+    raise InvalidArgument(f"{name} value must be a JSON list or {{'shape', 'data'}}, got {type(raw).__name__}")
+
+
+def _to_array(data: Any, dtype: Any, name: str):
+    import numpy as np
+
+    if dtype is not None and dtype not in TENSOR_DTYPES:
+        raise InvalidArgument(f"{name} dtype {dtype!r} is not one of {', '.join(TENSOR_DTYPES)}")
+    try:
+        arr = np.asarray(data, dtype=dtype)
+    except (ValueError, TypeError):
+        raise InvalidArgument(f"{name} data is not a rectangular list of numbers") from None
+    if arr.dtype.kind not in "biuf":
+        raise InvalidArgument(f"{name} data is not numeric (dtype {arr.dtype})")
+    return arr
+
+
+def _shape(shape: Any) -> tuple[int, ...]:
+    if (
+        not isinstance(shape, list)
+        or len(shape) > _MAX_NDIM
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+    ):
+        raise InvalidArgument(f"shape must be a list of at most {_MAX_NDIM} non-negative ints, got {shape!r}")
+    return tuple(shape)
+
+
+def _decode_binary(name: str, data: bytes, binary: bytes):
+    import numpy as np
+
+    cached = _meta_cache.get(data)
+    if cached is None:
+        try:
+            meta = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidArgument(f"{name} binary metadata is not valid JSON") from None
+        if not isinstance(meta, dict):
+            raise InvalidArgument(f"{name} binary metadata must be a JSON object")
+        fmt = meta.get("binary_format", "raw")
+        if fmt == "pickle":
+            raise InvalidArgument(
+                f"{name} payload is a pickle; pickle is refused (never unpickled). "
+                "Send raw little-endian bytes with binary_format='raw'."
+            )
+        if fmt != "raw":
+            raise InvalidArgument(f"{name} binary_format {fmt!r} is not supported (use 'raw')")
+        dtype = meta.get("dtype", "float32")
+        if dtype not in TENSOR_DTYPES:
+            raise InvalidArgument(f"{name} dtype {dtype!r} is not one of {', '.join(TENSOR_DTYPES)}")
+        cached = (_shape(meta["shape"]) if "shape" in meta else None, dtype)
+        if len(_meta_cache) < 1024:
+            _meta_cache[data] = cached
+    shape, dtype = cached
+    dt = np.dtype(dtype).newbyteorder("<")
+    if len(binary) % dt.itemsize:
+        raise InvalidArgument(f"{name} payload of {len(binary)} bytes is not a whole number of {dtype}")
+    arr = np.frombuffer(binary, dtype=dt)
+    if shape is not None:
+        if math.prod(shape) != arr.size:
+            raise InvalidArgument(f"{name} payload has {arr.size} elements but shape {list(shape)}")
+        arr = arr.reshape(shape)
+    if not dt.isnative:
+        arr = arr.astype(dt.newbyteorder("="))
+    return arr

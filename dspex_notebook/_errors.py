@@ -1,0 +1,118 @@
+"""The exception tree shared by client and server.
+
+Every error this package raises on purpose is a :class:`DspexError`. The leaves also subclass
+the builtin exception that ``variables-api-spec.md`` promises, so code written against the spec
+(``except KeyError``, ``except ValueError``, ``except PermissionError``) keeps working.
+
+``BridgeUnavailable`` (communication failures) lives in ``dspex_notebook._wire.status`` because
+it is also a ``grpc.RpcError`` and only ``_wire`` may import grpc.
+"""
+
+from __future__ import annotations
+
+
+class DspexError(Exception):
+    """Base class of every error raised deliberately by dspex_notebook."""
+
+    #: Stable name sent on the wire (trailing metadata ``dspex-error``) so the client re-raises
+    #: the same class the server raised.
+    kind = "DspexError"
+
+    def __str__(self) -> str:  # KeyError's __str__ would quote the message; keep it readable.
+        return str(self.args[0]) if self.args else self.kind
+
+
+class InvalidArgument(DspexError, ValueError):
+    """A request was malformed: unknown type, bad constraint spec, bad name, bad pattern."""
+
+    kind = "InvalidArgument"
+
+
+class VariableNotFoundError(DspexError, KeyError):
+    """No variable with that name or id exists in the session."""
+
+    kind = "VariableNotFoundError"
+
+
+class SessionNotFoundError(DspexError, KeyError):
+    """The session does not exist (or was cleaned up)."""
+
+    kind = "SessionNotFoundError"
+
+
+class VariableExistsError(DspexError, ValueError):
+    """A variable of that name is already registered in the session."""
+
+    kind = "VariableExistsError"
+
+
+class VariableTypeError(DspexError, TypeError, ValueError):
+    """A value does not have the variable's type.
+
+    Both ``TypeError`` (what the spec raises on register) and ``ValueError`` (what it raises on
+    set for the same mismatch).
+    """
+
+    kind = "VariableTypeError"
+
+
+class ConstraintViolation(DspexError, ValueError):
+    """A value has the right type but breaks one of the variable's constraints."""
+
+    kind = "ConstraintViolation"
+
+
+class VersionConflict(DspexError, ValueError):
+    """``expected_version`` did not match the variable's current version (optimistic locking)."""
+
+    kind = "VersionConflict"
+
+
+class OptimizationConflict(DspexError, ValueError):
+    """The variable is already being optimized (or is locked by a running optimization)."""
+
+    kind = "OptimizationConflict"
+
+
+class AccessDenied(DspexError, PermissionError):
+    """The caller may not do this: wrong or missing token, or no permission on the variable."""
+
+    kind = "AccessDenied"
+
+
+class AuthenticationError(AccessDenied):
+    """The call carried no valid ``authorization: Bearer <token>`` (gRPC UNAUTHENTICATED)."""
+
+    kind = "AuthenticationError"
+
+
+class Unsupported(DspexError, NotImplementedError):
+    """The server does not implement this RPC (e.g. an older snakepit server)."""
+
+    kind = "Unsupported"
+
+
+class ResourceLimitExceeded(DspexError, ValueError):
+    """A request exceeds a configured size or count limit."""
+
+    kind = "ResourceLimitExceeded"
+
+
+ERROR_KINDS: dict[str, type[DspexError]] = {
+    cls.kind: cls
+    for cls in (
+        DspexError,
+        InvalidArgument,
+        VariableNotFoundError,
+        SessionNotFoundError,
+        VariableExistsError,
+        VariableTypeError,
+        ConstraintViolation,
+        VersionConflict,
+        OptimizationConflict,
+        AccessDenied,
+        AuthenticationError,
+        Unsupported,
+        ResourceLimitExceeded,
+    )
+}

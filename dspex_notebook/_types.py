@@ -1,0 +1,96 @@
+"""Plain data types shared by client and server (no I/O, no grpc)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class VariableType(str, enum.Enum):
+    """The variable types of the spec, as their wire names."""
+
+    FLOAT = "float"
+    INTEGER = "integer"
+    STRING = "string"
+    BOOLEAN = "boolean"
+    CHOICE = "choice"
+    MODULE = "module"
+    EMBEDDING = "embedding"
+    TENSOR = "tensor"
+    LIST = "list"
+    DICT = "dict"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TYPE_NAMES: tuple[str, ...] = tuple(t.value for t in VariableType)
+
+#: Names other implementations use for the same types (Elixir's ``:map``, Python habits).
+TYPE_ALIASES: dict[str, str] = {"map": "dict", "int": "integer", "bool": "boolean", "str": "string"}
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """A variable as stored on the server: value plus everything known about it.
+
+    ``version`` starts at 0 and grows by one per write; ``mod_revision`` is the store-wide
+    revision of the last write and ``create_revision`` the one of its registration.
+    """
+
+    id: str
+    name: str
+    type: str
+    value: Any
+    constraints: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    version: int = 0
+    mod_revision: int = 0
+    create_revision: int = 0
+    source: str = "python"
+    updated_at: _dt.datetime | None = None
+    optimizing: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The metadata view used by ``get_variables(..., include_metadata=True)``."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "type": self.type,
+            "constraints": dict(self.constraints),
+            "metadata": dict(self.metadata),
+            "version": self.version,
+            "mod_revision": self.mod_revision,
+            "create_revision": self.create_revision,
+            "source": self.source,
+            "updated_at": self.updated_at,
+            "optimizing": self.optimizing,
+        }
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{escape(k)}</th><td>{escape(repr(v))}</td></tr>"
+            for k, v in (
+                ("value", self.value),
+                ("type", self.type),
+                ("version", self.version),
+                ("constraints", self.constraints),
+                ("metadata", self.metadata),
+                ("id", self.id),
+            )
+        )
+        return f"<table><caption>{escape(self.name)}</caption>{rows}</table>"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A server-side session as reported by ``GetSession``."""
+
+    session_id: str
+    metadata: dict[str, str]
+    created_at: _dt.datetime | None
+    variable_count: int

@@ -1,0 +1,1 @@
+"""The only package that imports grpc or the generated protobuf code."""

@@ -1,0 +1,260 @@
+"""Run the server: embedded in a background thread, or in the foreground (``dspex-notebook serve``).
+
+Both share :func:`_serve`: open the backend, start grpc.aio on the given address, write the
+runtime file, wait for the stop signal, then stop gracefully and close the store.
+
+Security defaults: bind to 127.0.0.1; every call must carry ``authorization: Bearer <token>``
+(a random token is generated unless one is given); binding a non-loopback address without an
+explicit token is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import ipaddress
+import logging
+import os
+import pathlib
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import __version__, _runtime
+from .backends import Backend, MemoryBackend, SQLiteBackend
+from .limits import Limits
+from .store import Store
+
+log = logging.getLogger("dspex_notebook.server")
+
+MEMORY = ":memory:"
+
+
+def open_backend(db: str | os.PathLike[str] | None) -> Backend:
+    """``None`` → the default SQLite file, ``":memory:"`` → in-memory, else a SQLite path."""
+    if db is None:
+        db = _runtime.default_db_path()
+    if os.fspath(db) == MEMORY:
+        return MemoryBackend()
+    return SQLiteBackend(db)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(a[4][0]).is_loopback for a in socket.getaddrinfo(host, None))
+        except OSError:
+            return False
+
+
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    token = pathlib.Path(path).read_text().strip()
+    if not token:
+        raise ValueError(f"token file {os.fspath(path)!r} is empty")
+    return token
+
+
+@dataclass
+class ServerConfig:
+    db: str | os.PathLike[str] | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str | None = None
+    write_runtime_file: bool = True
+    runtime_dir: pathlib.Path | None = None
+    limits: Limits = field(default_factory=Limits)
+
+    def check(self) -> None:
+        if not is_loopback(self.host) and not self.token:
+            raise ValueError(
+                f"refusing to bind {self.host!r} (not loopback) without a token: pass --token-file"
+            )
+
+
+class _Running:
+    """State of a started server (filled in by :func:`_serve`)."""
+
+    address: str = ""
+    port: int = 0
+    token: str = ""
+    store_id: str = ""
+    db: str = ""
+    runtime_file: pathlib.Path | None = None
+
+
+async def _serve(cfg: ServerConfig, stop: asyncio.Event, ready: Any, state: _Running) -> None:
+    from .._wire.server import start_grpc_server  # grpc lives behind _wire
+
+    token = cfg.token or secrets.token_urlsafe(32)
+    backend = open_backend(cfg.db)
+    store = Store(backend, cfg.limits)
+    try:
+        server, port = await start_grpc_server(
+            store, cfg.host, cfg.port, {token: "owner"}, f"dspex-notebook/{__version__}", cfg.limits
+        )
+    except BaseException:
+        store.close()
+        raise
+    host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
+    state.address, state.port, state.token = f"{host}:{port}", port, token
+    state.store_id = store.store_id
+    state.db = getattr(backend, "path", MEMORY)
+    try:
+        if cfg.write_runtime_file:
+            state.runtime_file = _runtime.write_runtime_file(
+                {"address": state.address, "token": token, "pid": os.getpid(), "db": state.db,
+                 "store_id": store.store_id, "version": __version__, "started_at": time.time()},
+                cfg.runtime_dir,
+            )
+        ready(None)
+        await stop.wait()
+    finally:
+        if state.runtime_file is not None:
+            state.runtime_file.unlink(missing_ok=True)
+        await server.stop(0.5)
+        store.close()
+
+
+class EmbeddedServer:
+    """A server in a daemon thread of this process, on ``127.0.0.1:0`` by default.
+
+    Example::
+
+        with EmbeddedServer(":memory:") as srv:
+            print(srv.address, srv.token)
+
+    Parameters:
+        db: SQLite path, ``":memory:"``, or None for the default store file.
+        host, port: where to listen (loopback, any free port by default).
+        token: bearer token callers must send; generated when None.
+        write_runtime_file: publish address + token for other local processes.
+    """
+
+    def __init__(self, db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0, token: str | None = None, write_runtime_file: bool = True,
+                 runtime_dir: pathlib.Path | None = None, limits: Limits | None = None) -> None:
+        self.config = ServerConfig(db, host, port, token, write_runtime_file, runtime_dir,
+                                   limits or Limits())
+        self.config.check()
+        self._state = _Running()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def address(self) -> str:
+        return self._state.address
+
+    @property
+    def token(self) -> str:
+        return self._state.token
+
+    @property
+    def store_id(self) -> str:
+        return self._state.store_id
+
+    @property
+    def runtime_file(self) -> pathlib.Path | None:
+        return self._state.runtime_file
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, timeout: float = 30.0) -> EmbeddedServer:
+        """Start serving; return once the port is bound (raises what startup raised)."""
+        if self.running:
+            return self
+        started = threading.Event()
+        outcome: list[BaseException | None] = []
+
+        def ready(exc: BaseException | None) -> None:
+            outcome.append(exc)
+            started.set()
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            self._stop = asyncio.Event()
+            try:
+                loop.run_until_complete(_serve(self.config, self._stop, ready, self._state))
+            except BaseException as exc:  # report startup failures to start()
+                if not started.is_set():
+                    ready(exc)
+                else:
+                    log.exception("embedded server stopped with an error")
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=main, name="dspex-server", daemon=True)
+        self._thread.start()
+        if not started.wait(timeout):
+            raise TimeoutError(f"embedded server did not start within {timeout}s")
+        if outcome and outcome[0] is not None:
+            self._thread.join()
+            self._thread = None
+            raise outcome[0]
+        atexit.register(self.stop)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving, remove the runtime file, close the store. Idempotent."""
+        thread, loop, stop = self._thread, self._loop, self._stop
+        if thread is None or loop is None or stop is None:
+            return
+        if thread.is_alive():
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:  # loop already closed
+                pass
+            thread.join(timeout)
+        self._thread = None
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"address={self.address!r}" if self.running else "stopped"
+        return f"<EmbeddedServer {state} db={self.config.db!r}>"
+
+
+def serve_forever(cfg: ServerConfig, on_ready: Any = None) -> None:
+    """Run in the foreground until SIGINT/SIGTERM (``dspex-notebook serve``)."""
+    import signal
+
+    cfg.check()
+    state = _Running()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await _serve(cfg, stop, lambda _: on_ready and on_ready(state), state)
+
+    asyncio.run(main())
+
+
+_embedded: dict[str, EmbeddedServer] = {}
+_embedded_lock = threading.Lock()
+
+
+def embedded_server(db: str | os.PathLike[str] | None = None) -> EmbeddedServer:
+    """The process-wide embedded server for ``db`` (default store file), started on first use."""
+    key = os.path.abspath(os.fspath(db)) if db is not None and os.fspath(db) != MEMORY else str(db)
+    with _embedded_lock:
+        srv = _embedded.get(key)
+        if srv is None or not srv.running:
+            srv = _embedded[key] = EmbeddedServer(db).start()
+        return srv

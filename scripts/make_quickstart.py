@@ -1,0 +1,108 @@
+"""Write notebooks/quickstart.ipynb from the cells below (edit here, then run this script)."""
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+cells = [
+    new_markdown_cell(
+        "# dspex_notebook quickstart\n\n"
+        "Typed, versioned variables that live in a server session and are shared by every "
+        "client. `SessionContext.connect()` finds a running `dspex-notebook` server or starts "
+        "the **embedded** one in this kernel (loopback only, random token, SQLite store)."
+    ),
+    new_code_cell(
+        "import numpy as np\n"
+        "from dspex_notebook import SessionContext\n\n"
+        "session = await SessionContext.connect(\"quickstart\")\n"
+        "await session.ping()"
+    ),
+    new_markdown_cell(
+        "## One variable of every type\n\n`register_variables` registers them **atomically** "
+        "(all or none). `replace=True` lets this notebook run again on the same store."
+    ),
+    new_code_cell(
+        "rng = np.random.default_rng(0)\n"
+        "specs = [\n"
+        "    dict(name=\"temperature\", type=\"float\", initial_value=0.7, constraints={\"min\": 0.0, \"max\": 2.0}),\n"
+        "    dict(name=\"max_tokens\", type=\"integer\", initial_value=256, constraints={\"min\": 1, \"max\": 4096}),\n"
+        "    dict(name=\"system_prompt\", type=\"string\", initial_value=\"Be concise.\", constraints={\"max_length\": 200}),\n"
+        "    dict(name=\"use_cache\", type=\"boolean\", initial_value=True),\n"
+        "    dict(name=\"model\", type=\"choice\", initial_value=\"gpt-4\", constraints={\"choices\": [\"gpt-4\", \"claude-3\", \"gemini\"]}),\n"
+        "    dict(name=\"strategy\", type=\"module\", initial_value=\"ChainOfThought\",\n"
+        "         constraints={\"choices\": [\"Predict\", \"ChainOfThought\", \"ReAct\"]}),\n"
+        "    dict(name=\"context_embedding\", type=\"embedding\", initial_value=rng.standard_normal(768).astype(np.float32),\n"
+        "         constraints={\"dimensions\": 768, \"normalize\": True}),\n"
+        "    dict(name=\"attention_mask\", type=\"tensor\", initial_value=np.tril(np.ones((4, 4), dtype=np.int8))),\n"
+        "    dict(name=\"stop_words\", type=\"list\", initial_value=[\"###\", \"END\"], constraints={\"item_type\": \"string\"}),\n"
+        "    dict(name=\"settings\", type=\"dict\", initial_value={\"retries\": 3, \"backoff\": [0.5, 1.0]}),\n"
+        "]\n"
+        "for spec in specs:\n"
+        "    spec[\"replace\"] = True\n"
+        "ids = await session.register_variables(specs)\n"
+        "ids"
+    ),
+    new_markdown_cell(
+        "## Read them back from the server\n\nA second client (its own cache) reads all ten in "
+        "**one** round trip. Arrays come back as numpy arrays with their dtype and shape "
+        "(the embedding was normalized by its `normalize` constraint)."
+    ),
+    new_code_cell(
+        "reader = await SessionContext.connect(\"quickstart\")\n"
+        "names = [s[\"name\"] for s in specs]\n"
+        "values = await reader.get_variables(names)\n\n"
+        "def same(a, b):\n"
+        "    if isinstance(a, np.ndarray):\n"
+        "        return a.dtype == b.dtype and a.shape == b.shape and np.allclose(a, b)\n"
+        "    return type(a) is type(b) and a == b\n\n"
+        "expected = {s[\"name\"]: s[\"initial_value\"] for s in specs}\n"
+        "expected[\"context_embedding\"] = expected[\"context_embedding\"] / np.linalg.norm(expected[\"context_embedding\"])\n"
+        "for name in names:\n"
+        "    v = values[name]\n"
+        "    shown = f\"{v.dtype}{list(v.shape)}\" if isinstance(v, np.ndarray) else repr(v)\n"
+        "    print(f\"{name:18} {shown:28} equal: {same(v, expected[name])}\")\n"
+        "assert all(same(values[n], expected[n]) for n in names)"
+    ),
+    new_markdown_cell(
+        "## Atomic updates\n\n`update_variables` is atomic by default: every value is applied "
+        "as one revision, or none is."
+    ),
+    new_code_cell(
+        "print(await session.update_variables({\"temperature\": 0.9, \"max_tokens\": 512, \"model\": \"claude-3\"}))\n\n"
+        "# one bad value (temperature above its maximum): nothing is applied\n"
+        "result = await session.update_variables({\"temperature\": 5.0, \"max_tokens\": 1024})\n"
+        "for name, outcome in result.items():\n"
+        "    print(f\"{name}: {outcome}\")\n"
+        "await session.get_variables([\"temperature\", \"max_tokens\", \"model\"])  # still 0.9, 512, claude-3"
+    ),
+    new_markdown_cell("## Constraint errors name the variable, the rule and the value"),
+    new_code_cell(
+        "try:\n"
+        "    await session.set_variable(\"temperature\", 2.5)\n"
+        "except ValueError as err:   # ConstraintViolation is a ValueError, as the spec promises\n"
+        "    print(f\"{type(err).__name__}: {err}\")\n"
+        "try:\n"
+        "    await session.set_variable(\"model\", \"llama\")\n"
+        "except ValueError as err:\n"
+        "    print(f\"{type(err).__name__}: {err}\")"
+    ),
+    new_markdown_cell(
+        "## Versions and optimistic locking\n\nEvery write bumps the variable's version. "
+        "`expected_version` makes a write conditional."
+    ),
+    new_code_cell(
+        "info = await session.get_variable_info(\"temperature\")\n"
+        "print(\"version\", info.version, \"value\", info.value)\n"
+        "await session.set_variable(\"temperature\", 1.1, expected_version=info.version)\n"
+        "try:\n"
+        "    await session.set_variable(\"temperature\", 1.2, expected_version=info.version)  # stale\n"
+        "except ValueError as err:\n"
+        "    print(f\"{type(err).__name__}: {err}\")"
+    ),
+    new_code_cell("await reader.close()\nawait session.close()"),
+]
+
+nb = new_notebook(cells=cells, metadata={
+    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+    "language_info": {"name": "python"},
+})
+nbformat.write(nb, "notebooks/quickstart.ipynb")

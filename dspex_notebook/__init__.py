@@ -46,3 +46,17 @@ __all__ = [
     "__version__",
     "infer_type",
 ]
+
+
+def load_ipython_extension(ip):  # noqa: ANN001 - IPython's hook; imports IPython lazily
+    """``%load_ext dspex_notebook`` (see :mod:`dspex_notebook.notebook`)."""
+    from .notebook.extension import load_ipython_extension as load
+
+    load(ip)
+
+
+def unload_ipython_extension(ip):  # noqa: ANN001
+    """``%unload_ext dspex_notebook``."""
+    from .notebook.extension import unload_ipython_extension as unload
+
+    unload(ip)

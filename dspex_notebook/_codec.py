@@ -139,7 +139,9 @@ def _decode_json_array(name: str, raw: Any):
         return _to_array(raw, None, name)
     if isinstance(raw, dict) and "binary_format" in raw:
         raise InvalidArgument(f"{name} metadata says binary but the type_url has no .binary suffix")
-    raise InvalidArgument(f"{name} value must be a JSON list or {{'shape', 'data'}}, got {type(raw).__name__}")
+    raise InvalidArgument(
+        f"{name} value must be a JSON list or {{'shape', 'data'}}, got {type(raw).__name__}"
+    )
 
 
 def _to_array(data: Any, dtype: Any, name: str):

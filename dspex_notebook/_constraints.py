@@ -151,7 +151,9 @@ def _check_kind(name: str, key: str, kind: str, val: Any) -> Any:
 def _check_consistency(type_name: str, c: dict, name: str) -> None:
     lo_key, hi_key = ("min", "max") if "min" in c else ("min_length", "max_length")
     if lo_key in c and hi_key in c and c[lo_key] > c[hi_key]:
-        raise InvalidArgument(f"{name!r}: constraint {lo_key}={c[lo_key]} is greater than {hi_key}={c[hi_key]}")
+        raise InvalidArgument(
+            f"{name!r}: constraint {lo_key}={c[lo_key]} is greater than {hi_key}={c[hi_key]}"
+        )
     if "step" in c and c["step"] <= 0:
         raise InvalidArgument(f"{name!r}: constraint step must be positive, got {c['step']}")
     if c.get("log") and c.get("min", 1) <= 0:
@@ -331,7 +333,7 @@ def _tensor(value: Any, c: Mapping[str, Any], name: str):
     _check_finite(arr, c, name)
     shape = c.get("shape")
     if shape is not None and (
-        len(shape) != arr.ndim or any(s is not None and s != a for s, a in zip(shape, arr.shape))
+        len(shape) != arr.ndim or any(s is not None and s != a for s, a in zip(shape, arr.shape, strict=True))
     ):
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise _violation(name, f"shape {tuple(arr.shape)} does not match {want}", "shape")

@@ -19,7 +19,13 @@ from typing import Any
 
 from ._cache import MISS, ValueCache
 from ._constraints import canonical_type, check_constraints, validate
-from ._errors import DspexError, VariableExistsError, VariableNotFoundError, VariableTypeError
+from ._errors import (
+    DspexError,
+    InvalidArgument,
+    VariableExistsError,
+    VariableNotFoundError,
+    VariableTypeError,
+)
 from ._types import Variable
 from ._wire.client import Bridge, insecure_channel
 from ._wire.status import BridgeUnavailable
@@ -348,28 +354,53 @@ class SessionContext:
         cons = check_constraints(type_name, constraints, name)
         return type_name, cons, validate(type_name, value, cons, name)
 
+    def _spec(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = set(item) - {"name", "type", "initial_value", "constraints", "metadata", "replace"}
+        if unknown:
+            raise InvalidArgument(f"unknown keys {sorted(unknown)} in variable spec {item.get('name')!r}")
+        missing = {"name", "type", "initial_value"} - set(item)
+        if missing:
+            raise InvalidArgument(f"variable spec {item.get('name')!r} lacks {sorted(missing)}")
+        type_name, cons, value = self._check_spec(
+            item["name"], item["type"], item["initial_value"], item.get("constraints")
+        )
+        return {"name": item["name"], "type": type_name, "value": value, "constraints": cons,
+                "metadata": dict(item.get("metadata") or {}), "replace": item.get("replace", False)}
+
     async def register_variables(self, variables: list[Mapping[str, Any]]) -> dict[str, str]:
         """Register several variables atomically (all or none); return ``{name: id}``.
 
         Each item has ``name``, ``type``, ``initial_value`` and optionally ``constraints``,
         ``metadata``, ``replace``.
         """
-        specs = []
-        for item in variables:
-            unknown = set(item) - {"name", "type", "initial_value", "constraints", "metadata", "replace"}
-            if unknown:
-                raise ValueError(f"unknown keys {sorted(unknown)} in variable spec {item.get('name')!r}")
-            type_name, cons, value = self._check_spec(
-                item["name"], item["type"], item["initial_value"], item.get("constraints")
-            )
-            specs.append({"name": item["name"], "type": type_name, "value": value,
-                          "constraints": cons, "metadata": dict(item.get("metadata") or {}),
-                          "replace": item.get("replace", False)})
+        specs = [self._spec(item) for item in variables]
         created = await self._bridge.register_variables(self.session_id, specs)
         for var in created:
             self._learn(var)
             self._cache_value(var.name, var.value)
         return {var.name: var.id for var in created}
+
+    async def apply_batch(self, registrations: list[Mapping[str, Any]],
+                          updates: Mapping[str, Any] | None = None,
+                          metadata: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Register ``registrations`` (as :meth:`register_variables`) and apply ``updates``
+        (name -> value) in one server transaction: everything or nothing, one revision.
+
+        Returns ``{name: "registered" | "updated"}``.
+
+        Raises:
+            DspexError: the first problem found (locally or on the server); nothing was applied.
+        """
+        specs = [self._spec(item) for item in registrations]
+        to_send = {ident: self._prepare(ident, value)[:2] for ident, value in (updates or {}).items()}
+        created = await self._bridge.register_variables(self.session_id, specs, to_send,
+                                                        dict(metadata or {}))
+        for var in created:
+            self._learn(var)
+            self._cache_value(var.name, var.value)
+        for ident in to_send:
+            self._cache.invalidate(ident)
+        return {**{v.name: "registered" for v in created}, **{k: "updated" for k in to_send}}
 
     async def set_variable(
         self, name: str, value: Any, metadata: Mapping[str, str] | None = None,

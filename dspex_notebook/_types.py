@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class VariableType(str, enum.Enum):
+class VariableType(enum.StrEnum):
     """The variable types of the spec, as their wire names."""
 
     FLOAT = "float"
@@ -21,9 +21,6 @@ class VariableType(str, enum.Enum):
     TENSOR = "tensor"
     LIST = "list"
     DICT = "dict"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 TYPE_NAMES: tuple[str, ...] = tuple(t.value for t in VariableType)

@@ -469,12 +469,39 @@ class RegisterVariableResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., variable_id: _Optional[str] = ..., error_message: _Optional[str] = ..., revision: _Optional[int] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ...) -> None: ...
 
 class BatchRegisterVariablesRequest(_message.Message):
-    __slots__ = ("session_id", "variables")
+    __slots__ = ("session_id", "variables", "updates", "binary_updates", "update_metadata")
+    class UpdatesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _any_pb2.Any
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
+    class BinaryUpdatesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    class UpdateMetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    BINARY_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_METADATA_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     variables: _containers.RepeatedCompositeFieldContainer[RegisterVariableRequest]
-    def __init__(self, session_id: _Optional[str] = ..., variables: _Optional[_Iterable[_Union[RegisterVariableRequest, _Mapping]]] = ...) -> None: ...
+    updates: _containers.MessageMap[str, _any_pb2.Any]
+    binary_updates: _containers.ScalarMap[str, bytes]
+    update_metadata: _containers.ScalarMap[str, str]
+    def __init__(self, session_id: _Optional[str] = ..., variables: _Optional[_Iterable[_Union[RegisterVariableRequest, _Mapping]]] = ..., updates: _Optional[_Mapping[str, _any_pb2.Any]] = ..., binary_updates: _Optional[_Mapping[str, bytes]] = ..., update_metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class BatchRegisterVariablesResponse(_message.Message):
     __slots__ = ("success", "variable_ids", "revision", "variables")

@@ -266,7 +266,7 @@ class BridgeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterVariables(self, request, context):
-        """dspex: register several variables in one transaction (all or nothing, one revision).
+        """dspex: register several variables (and update others) in one transaction.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

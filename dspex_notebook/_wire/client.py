@@ -120,9 +120,20 @@ class Bridge:
             return variable_from_pb(reply.variable)
         return reply.variable_id  # an old server answers with the id only
 
-    async def register_variables(self, session_id: str, specs: Sequence[Mapping[str, Any]]) -> list[Any]:
-        """Register ``{name, type, value, constraints, metadata, replace}`` specs atomically."""
-        req = pb.BatchRegisterVariablesRequest(session_id=session_id)
+    async def register_variables(
+        self, session_id: str, specs: Sequence[Mapping[str, Any]],
+        updates: Mapping[str, tuple[str, Any]] | None = None,
+        update_metadata: Mapping[str, str] | None = None,
+    ) -> list[Any]:
+        """Register ``{name, type, value, constraints, metadata, replace}`` specs and apply
+        ``updates`` (ident -> (type, value)) atomically; return the registered Variables."""
+        req = pb.BatchRegisterVariablesRequest(session_id=session_id,
+                                               update_metadata=update_metadata or {})
+        for ident, (type_name, value) in (updates or {}).items():
+            type_url, data, binary = self._value(type_name, value)
+            set_any(req.updates[ident], type_url, data)
+            if binary:
+                req.binary_updates[ident] = binary
         for spec in specs:
             type_url, data, binary = self._value(spec["type"], spec["value"])
             item = req.variables.add(

@@ -10,7 +10,7 @@ from .. import _codec
 from .._constraints import validate
 from .._proto import snakepit_bridge_pb2 as pb
 
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 SOURCE_NAMES = {pb.Variable.ELIXIR: "elixir", pb.Variable.PYTHON: "python"}
 
 

@@ -182,7 +182,13 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
              self._constraints(r), dict(r.metadata), r.replace)
             for r in request.variables
         ]
-        recs = self.store.register_many(principal, request.session_id, specs)
+        binaries = request.binary_updates
+        updates = {
+            ident: self._decode(value, binaries.get(ident, b""))
+            for ident, value in request.updates.items()
+        }
+        recs = self.store.register_many(principal, request.session_id, specs, updates,
+                                        dict(request.update_metadata))
         return pb.BatchRegisterVariablesResponse(
             success=True, variable_ids={r.name: r.id for r in recs}, revision=self.store.revision,
             variables=[self._var(r, raw) for r in recs],

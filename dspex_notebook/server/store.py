@@ -220,11 +220,18 @@ class Store:
     def register_many(
         self, principal: str, session_id: str,
         specs: list[tuple[str, str, Any, Mapping[str, Any] | None, Mapping[str, str], bool]],
+        updates: Mapping[str, Any] | None = None, update_metadata: Mapping[str, str] | None = None,
     ) -> list[VarRecord]:
-        """Register ``(name, type, value, constraints, metadata, replace)`` specs atomically."""
+        """Register ``(name, type, value, constraints, metadata, replace)`` specs and apply
+        ``updates`` (identifier -> value) in one transaction: all or nothing, one revision."""
         sess = self._session(principal, session_id)
-        if len(specs) > self.limits.max_batch:
-            raise ResourceLimitExceeded(f"batch of {len(specs)} variables (limit {self.limits.max_batch})")
+        updates = updates or {}
+        update_metadata = update_metadata or {}
+        self.limits.check_metadata(update_metadata)
+        if len(specs) + len(updates) > self.limits.max_batch:
+            raise ResourceLimitExceeded(
+                f"batch of {len(specs) + len(updates)} entries (limit {self.limits.max_batch})"
+            )
         rev = self.revision + 1
         now = self._clock()
         commit = Commit(rev)
@@ -255,6 +262,15 @@ class Store:
                 commit.variable_deletes.append(old_id)
                 commit.history.append(self._tombstone(self._vars[old_id].row, rev, now, metadata))
             staged.append(VarRecord(row, value, cons))
+        by_id: dict[str, str] = {}
+        updated: list[VarRecord] = []
+        for ident, raw in updates.items():
+            if ident in seen:
+                raise InvalidArgument(f"{ident!r} is registered and updated in the same batch")
+            new = self._stage_set(sess, ident, raw, rev, by_id)
+            commit.variable_upserts.append(new.row)
+            commit.history.append(self._hist(new.row, "set", update_metadata))
+            updated.append(new)
         new_names = len([r for r in staged if r.name not in sess.by_name])
         if len(sess.by_name) + new_names > self.limits.max_variables_per_session:
             raise ResourceLimitExceeded(
@@ -267,6 +283,8 @@ class Store:
         for rec in staged:
             self._vars[rec.id] = rec
             sess.by_name[rec.name] = rec.id
+        for rec in updated:
+            self._vars[rec.id] = rec
         return staged
 
     def set(
@@ -316,15 +334,7 @@ class Store:
         by_id: dict[str, str] = {}
         for ident, raw in updates.items():
             try:
-                if isinstance(raw, DspexError):
-                    raise raw
-                rec = self._resolve_in(sess, ident)
-                if rec.id in by_id:
-                    raise InvalidArgument(
-                        f"{ident!r} and {by_id[rec.id]!r} name the same variable in one batch"
-                    )
-                staged[ident] = self._next(rec, raw, rev)
-                by_id[rec.id] = ident
+                staged[ident] = self._stage_set(sess, ident, raw, rev, by_id)
             except DspexError as exc:
                 errors[ident] = str(exc)
         if (atomic and errors) or not staged:
@@ -350,6 +360,18 @@ class Store:
 
     # ------------------------------------------------------------------------------------------
     # helpers
+
+    def _stage_set(self, sess: _Session, ident: str, raw: Any, rev: int,
+                   by_id: dict[str, str]) -> VarRecord:
+        """The new record for one batch entry (``raw`` may be a decode error to raise)."""
+        if isinstance(raw, DspexError):
+            raise raw
+        rec = self._resolve_in(sess, ident)
+        if rec.id in by_id:
+            raise InvalidArgument(f"{ident!r} and {by_id[rec.id]!r} name the same variable in one batch")
+        new = self._next(rec, raw, rev)
+        by_id[rec.id] = ident
+        return new
 
     def _next(self, rec: VarRecord, raw_value: Any, rev: int) -> VarRecord:
         value = validate(rec.type, raw_value, rec.constraints, rec.name)

@@ -1,0 +1,70 @@
+"""Rich display of variables for JupyterLab (HTML) and plain terminals (text)."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from .._types import Variable
+
+
+def short(value: Any, width: int = 60) -> str:
+    """A one-line repr; arrays as ``float32[768] [0.1, 0.2, ...]``."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        head = ", ".join(f"{x:.4g}" if isinstance(x, float) else repr(x) for x in value.ravel()[:4].tolist())
+        more = ", ..." if value.size > 4 else ""
+        text = f"{value.dtype}{list(shape)} [{head}{more}]"
+    else:
+        text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _constraints(c: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in c.items())
+
+
+class VariableTable:
+    """A list of variables shown as a table (``%var`` / ``%var list``)."""
+
+    columns = ("name", "type", "value", "version", "constraints")
+
+    def __init__(self, variables: list[Variable]) -> None:
+        self.variables = list(variables)
+
+    def rows(self) -> list[tuple[str, str, str, str, str]]:
+        return [
+            (v.name, v.type, short(v.value), str(v.version), _constraints(v.constraints))
+            for v in self.variables
+        ]
+
+    def __len__(self) -> int:
+        return len(self.variables)
+
+    def __repr__(self) -> str:
+        if not self.variables:
+            return "(no variables)"
+        rows = [self.columns, *self.rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.columns))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        if not self.variables:
+            return "<em>(no variables)</em>"
+        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td style='text-align:left'><code>{escape(cell)}</code></td>"
+                             for cell in row) + "</tr>"
+            for row in self.rows()
+        )
+        return f"<table class='dspex-variables'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def _repr_markdown_(self) -> str:
+        if not self.variables:
+            return "*(no variables)*"
+        esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+        lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
+        lines += ["| " + " | ".join(f"`{esc(c)}`" if c else "" for c in row) + " |" for row in self.rows()]
+        return "\n".join(lines)

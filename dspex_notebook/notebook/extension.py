@@ -1,0 +1,98 @@
+"""``%load_ext dspex_notebook``: connect, publish ``session``, register the magics.
+
+Load: start the IO thread, connect on it (configured address, environment, a running server's
+runtime file, or a new embedded server), create the session, put a
+:class:`~.proxy.NotebookSession` in the user namespace and register ``%var``/``%%var``.
+
+Unload (``%unload_ext``, ``%reload_ext``, kernel shutdown via ``atexit``): close the session,
+stop an embedded server this extension started, stop the IO thread. Nothing is left running.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from typing import Any
+
+from .._loop import Portal
+from .._session import SessionContext
+from .magics import DspexMagics, complete_var
+from .proxy import NotebookSession
+
+_state: dict[str, Any] = {}
+
+
+def current_session() -> NotebookSession | None:
+    """The notebook's session proxy, or None when the extension is not loaded."""
+    return _state.get("session")
+
+
+def load_ipython_extension(ip: Any) -> None:
+    if _state:
+        unload_ipython_extension(ip)
+    from ..server import runner
+
+    magics = DspexMagics(shell=ip)
+    token = magics.token
+    if token is None and magics.token_file:
+        token = runner.read_token_file(magics.token_file)
+    before = set(runner._embedded.values())
+    portal = Portal()
+    try:
+        ctx = portal.run(
+            SessionContext.connect(
+                magics.session_id, address=magics.address, token=token,
+                db=magics.db, start_server=magics.start_server,
+                metadata={"client": "ipython", "pid": str(os.getpid())},
+            ),
+            timeout=max(magics.timeout, 30.0),
+        )
+    except BaseException:
+        portal.stop()
+        raise
+    started = [s for s in runner._embedded.values() if s not in before]
+    session = NotebookSession(ctx, portal)
+    magics.notebook_session = session
+    ip.register_magics(magics)
+    if not getattr(ip, "_dspex_completer", False):  # hooks cannot be removed: add once
+        for key in ("%var", "%%var"):
+            ip.set_hook("complete_command", complete_var, str_key=key)
+        ip._dspex_completer = True
+    ip.user_ns[magics.namespace_name] = session
+    _state.update(ip=ip, magics=magics, session=session, portal=portal, servers=started,
+                  name=magics.namespace_name)
+    atexit.register(_shutdown)
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    name = _state.get("name")
+    session = _state.get("session")
+    if name and ip.user_ns.get(name) is session:
+        del ip.user_ns[name]
+    magics_manager = ip.magics_manager
+    for kind in ("line", "cell"):
+        magics_manager.magics[kind].pop("var", None)
+    _shutdown()
+
+
+def _shutdown() -> None:
+    """Close the session, stop servers we started and the IO thread (idempotent)."""
+    if not _state:
+        return
+    state = dict(_state)
+    _state.clear()
+    atexit.unregister(_shutdown)
+    portal: Portal = state["portal"]
+    session: NotebookSession = state["session"]
+    try:
+        portal.run(session.context.close(), timeout=5.0)
+    except Exception:  # the server may already be gone at kernel shutdown
+        pass
+    portal.stop()
+    from ..server import runner
+
+    for server in state.get("servers", ()):
+        server.stop()
+        for key, value in list(runner._embedded.items()):
+            if value is server:
+                del runner._embedded[key]

@@ -1,0 +1,207 @@
+"""The ``%var`` / ``%%var`` magics. They parse, call library code on the IO thread, and display.
+
+Settings are traitlets (``%config DspexMagics.timeout = 5``; set connection options *before*
+``%load_ext``). Domain errors (bad value, unknown variable, ...) are shown as one readable line;
+unexpected errors keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from traitlets import Bool, Float, Unicode
+
+from .._errors import DspexError
+from . import commands
+from .display import VariableTable
+
+USAGE = """\
+%var                                  list the session's variables (table)
+%var list [PATTERN]                   list variables whose names match a glob
+%var NAME                             the value (from the cache when fresh)
+%var info NAME                        everything about a variable (type, version, constraints)
+%var NAME = EXPR                      set; EXPR is evaluated in the notebook namespace
+%var register NAME TYPE VALUE [--min X] [--max X] [--step X] [--choices a,b]
+                                      [--constraints JSON] [--description TEXT] [--replace]
+%var del NAME [NAME ...]              delete variables
+%%var                                 register/update many variables from a YAML block, atomically:
+    temperature: {type: float, value: 0.7, constraints: {min: 0, max: 2}}
+    max_tokens: 512
+"""
+
+
+class DspexMagicError(UsageError):
+    """A domain error from a magic, shown as one line instead of a traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would sys.exit()
+        raise UsageError(f"{self.prog}: {message}\n\n{USAGE}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:
+        raise UsageError(message or USAGE)
+
+
+def _register_parser() -> _Parser:
+    p = _Parser(prog="%var register", add_help=False)
+    p.add_argument("name")
+    p.add_argument("type")
+    p.add_argument("value", nargs="+", help="Python expression (or literal text for strings)")
+    p.add_argument("--min")
+    p.add_argument("--max")
+    p.add_argument("--step")
+    p.add_argument("--choices", help="comma-separated")
+    p.add_argument("--constraints", help="JSON object")
+    p.add_argument("--description")
+    p.add_argument("--replace", action="store_true")
+    return p
+
+
+@magics_class
+class DspexMagics(Magics):
+    """``%var`` magics bound to one session (see :data:`USAGE`)."""
+
+    address = Unicode(None, allow_none=True,
+                      help="host:port of a server (default: find or start one)").tag(config=True)
+    token = Unicode(None, allow_none=True, help="bearer token for `address`").tag(config=True)
+    token_file = Unicode(None, allow_none=True, help="file holding the bearer token").tag(config=True)
+    session_id = Unicode("default", help="server-side session to use").tag(config=True)
+    namespace_name = Unicode("session", help="name of the session object in the notebook").tag(config=True)
+    db = Unicode(None, allow_none=True, help="store file for an embedded server").tag(config=True)
+    start_server = Bool(True, help="start an embedded server when none is found").tag(config=True)
+    timeout = Float(10.0, help="seconds a magic waits for the server").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.notebook_session: Any = None  # set by the extension
+
+    # ------------------------------------------------------------------------------------------
+
+    def _run(self, coro: Any) -> Any:
+        try:
+            return self.notebook_session.portal.run(coro, self.timeout)
+        except DspexError as exc:
+            raise DspexMagicError(f"{type(exc).__name__}: {exc}") from None
+        except TimeoutError as exc:
+            raise DspexMagicError(f"the server did not answer within {self.timeout} s: {exc}") from None
+
+    @property
+    def _ctx(self) -> Any:
+        if self.notebook_session is None:
+            raise UsageError("dspex_notebook is not connected; run %load_ext dspex_notebook")
+        return self.notebook_session.context
+
+    def _eval(self, expr: str) -> Any:
+        return self.shell.ev(expr)
+
+    @line_cell_magic
+    def var(self, line: str, cell: str | None = None) -> Any:
+        """Work with the session's variables. ``%var help`` shows the commands."""
+        if cell is not None:
+            return self._cell(line, cell)
+        text = line.strip()
+        if not text:
+            return self.list_variables("")
+        if text in ("help", "-h", "--help", "?"):
+            print(USAGE)
+            return None
+        assign = commands.ASSIGN_RE.match(text)
+        if assign:
+            return self.set_variable(assign.group(1), assign.group(2))
+        try:
+            words = shlex.split(text)
+        except ValueError as exc:
+            raise UsageError(f"%var: {exc}") from None
+        head, rest = words[0], words[1:]
+        if head == "list":
+            if len(rest) > 1:
+                raise UsageError("%var list takes at most one PATTERN")
+            return self.list_variables(rest[0] if rest else "")
+        if head == "info":
+            if len(rest) != 1:
+                raise UsageError("usage: %var info NAME")
+            return self._run(self._ctx.get_variable_info(rest[0]))
+        if head == "register":
+            return self.register(rest)
+        if head in ("del", "delete", "rm"):
+            if not rest:
+                raise UsageError("usage: %var del NAME [NAME ...]")
+            for name in rest:
+                self._run(self._ctx.delete_variable(name))
+            return None
+        if len(words) != 1:
+            raise UsageError(f"%var: unknown command {head!r}\n\n{USAGE}")
+        return self.get_value(head)
+
+    # ------------------------------------------------------------------------------------------
+
+    def get_value(self, name: str) -> Any:
+        from .._cache import MISS
+
+        value = self._ctx._cache.get(name)  # a hit never crosses threads
+        if value is not MISS:
+            return value
+        return self._run(self._ctx.get_variable(name))
+
+    def list_variables(self, pattern: str) -> VariableTable:
+        return VariableTable(self._run(self._ctx.list_variables(pattern or None)))
+
+    def set_variable(self, name: str, expr: str) -> None:
+        if not expr:
+            raise UsageError(f"%var {name} = EXPR: nothing after '='")
+        value = self._eval(expr)
+        self._run(self._ctx.set_variable(name, value, metadata={"source": "python", "via": "%var"}))
+
+    def register(self, args: list[str]) -> str:
+        ns = _register_parser().parse_args(args)
+        try:
+            type_name = commands.canonical_type(ns.type)
+            constraints = commands.constraints_from_options(
+                type_name, min=ns.min, max=ns.max, step=ns.step, choices=ns.choices,
+                constraints=ns.constraints,
+            )
+        except DspexError as exc:
+            raise DspexMagicError(f"{type(exc).__name__}: {exc}") from None
+        value = commands.value_from_text(type_name, " ".join(ns.value), self._eval)
+        metadata = {"description": ns.description} if ns.description else None
+        return self._run(self._ctx.register_variable(
+            ns.name, type_name, value, constraints, metadata, replace=ns.replace))
+
+    def _cell(self, line: str, cell: str) -> dict[str, str]:
+        options = shlex.split(line)
+        replace = "--replace" in options
+        unknown = [o for o in options if o != "--replace"]
+        if unknown:
+            raise UsageError(f"%%var: unknown options {unknown} (only --replace)")
+        try:
+            registrations, updates = commands.parse_var_block(cell)
+        except DspexError as exc:
+            raise DspexMagicError(f"{type(exc).__name__}: {exc}") from None
+        for spec in registrations:
+            spec["replace"] = replace
+        try:
+            return self.notebook_session.portal.run(
+                self._ctx.apply_batch(registrations, updates,
+                                      metadata={"source": "python", "via": "%%var"}),
+                self.timeout,
+            )
+        except DspexError as exc:
+            raise DspexMagicError(f"nothing was applied: {type(exc).__name__}: {exc}") from None
+
+
+
+def complete_var(shell: Any, event: Any) -> list[str]:
+    """IPython ``complete_command`` hook for ``%var``: sub-commands and variable names this
+    client has seen (no round trip)."""
+    from .extension import current_session
+
+    session = current_session()
+    names = session.known_names() if session is not None else []
+    words = event.line.split()
+    if len(words) <= 1 or (len(words) == 2 and not event.line.endswith(" ")):
+        return ["list", "info", "register", "del", "help", *names]
+    return names

@@ -66,21 +66,30 @@ class Variable:
             "optimizing": self.optimizing,
         }
 
+    def _fields(self) -> tuple[tuple[str, Any], ...]:
+        return (
+            ("value", self.value),
+            ("type", self.type),
+            ("version", self.version),
+            ("constraints", self.constraints),
+            ("metadata", self.metadata),
+            ("id", self.id),
+            ("updated_at", self.updated_at),
+        )
+
     def _repr_html_(self) -> str:
         from html import escape
 
         rows = "".join(
-            f"<tr><th style='text-align:left'>{escape(k)}</th><td>{escape(repr(v))}</td></tr>"
-            for k, v in (
-                ("value", self.value),
-                ("type", self.type),
-                ("version", self.version),
-                ("constraints", self.constraints),
-                ("metadata", self.metadata),
-                ("id", self.id),
-            )
+            f"<tr><th style='text-align:left'>{escape(k)}</th>"
+            f"<td style='text-align:left'><code>{escape(repr(v))}</code></td></tr>"
+            for k, v in self._fields()
         )
-        return f"<table><caption>{escape(self.name)}</caption>{rows}</table>"
+        return f"<table><caption><b>{escape(self.name)}</b></caption>{rows}</table>"
+
+    def _repr_markdown_(self) -> str:
+        rows = "\n".join(f"| {k} | `{repr(v).replace('|', '/')}` |" for k, v in self._fields())
+        return f"**{self.name}**\n\n| field | value |\n|---|---|\n{rows}"
 
 
 @dataclass(frozen=True, slots=True)

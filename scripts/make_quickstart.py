@@ -7,14 +7,15 @@ cells = [
     new_markdown_cell(
         "# dspex_notebook quickstart\n\n"
         "Typed, versioned variables that live in a server session and are shared by every "
-        "client. `SessionContext.connect()` finds a running `dspex-notebook` server or starts "
-        "the **embedded** one in this kernel (loopback only, random token, SQLite store)."
+        "client. `%load_ext dspex_notebook` finds a running `dspex-notebook` server or starts "
+        "the **embedded** one in this kernel (loopback only, random token, SQLite store), "
+        "and puts `session` in the namespace."
     ),
     new_code_cell(
-        "import numpy as np\n"
-        "from dspex_notebook import SessionContext\n\n"
-        "session = await SessionContext.connect(\"quickstart\")\n"
-        "await session.ping()"
+        "%config DspexMagics.session_id = \"quickstart\"\n"
+        "%load_ext dspex_notebook\n"
+        "import numpy as np\n\n"
+        "session        # created by the extension: await its methods in any cell"
     ),
     new_markdown_cell(
         "## One variable of every type\n\n`register_variables` registers them **atomically** "
@@ -47,7 +48,8 @@ cells = [
         "(the embedding was normalized by its `normalize` constraint)."
     ),
     new_code_cell(
-        "reader = await SessionContext.connect(\"quickstart\")\n"
+        "from dspex_notebook import SessionContext\n\n"
+        "reader = await SessionContext.connect(\"quickstart\")   # finds the same server\n"
         "names = [s[\"name\"] for s in specs]\n"
         "values = await reader.get_variables(names)\n\n"
         "def same(a, b):\n"
@@ -98,7 +100,29 @@ cells = [
         "except ValueError as err:\n"
         "    print(f\"{type(err).__name__}: {err}\")"
     ),
-    new_code_cell("await reader.close()\nawait session.close()"),
+    new_markdown_cell(
+        "## Magics\n\n`%var` lists the session, `%var NAME` reads (from the cache when fresh), "
+        "`%var NAME = EXPR` writes, `%var register ...` creates, and `%%var` applies a YAML block "
+        "atomically (`--replace` re-registers existing names). `%var help` lists them all."
+    ),
+    new_code_cell("%var"),
+    new_code_cell("%var temperature = 0.5 * 2\n%var temperature"),
+    new_code_cell("%var register top_p float 0.9 --min 0 --max 1 --description \"nucleus sampling\" --replace\n%var info top_p"),
+    new_code_cell(
+        "%%var --replace\n"
+        "max_tokens: 1024\n"
+        "stop_words: [\"###\", \"END\", \"STOP\"]\n"
+        "beam_width: {type: integer, value: 4, constraints: {min: 1, max: 16}}"
+    ),
+    new_code_cell(
+        "# a bad value is one readable line, and nothing in the block is applied\n"
+        "try:\n"
+        "    get_ipython().run_cell_magic(\"var\", \"\", \"max_tokens: 2048\\ntemperature: 9.0\")\n"
+        "except Exception as err:\n"
+        "    print(err)\n"
+        "%var max_tokens"
+    ),
+    new_code_cell("await reader.close()\n%unload_ext dspex_notebook"),
 ]
 
 nb = new_notebook(cells=cells, metadata={

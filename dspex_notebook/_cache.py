@@ -3,6 +3,11 @@
 I/O-free and synchronous on purpose: a hit is a dict lookup plus bookkeeping (well under a
 microsecond) and never touches the event loop, so ``await session.get_variable(x)`` on a hit costs
 about as much as a method call. The clock is injectable for tests.
+
+Lists and dicts are copied on the way in and out, so a caller mutating a value it got cannot
+change what the next reader sees (arrays are stored read-only instead). In a notebook the IO
+thread writes while the kernel thread reads: every operation is a single GIL-atomic dict step or
+tolerates the entry vanishing in between.
 """
 
 from __future__ import annotations
@@ -13,6 +18,16 @@ from collections.abc import Callable
 from typing import Any
 
 MISS = object()  #: returned by :meth:`ValueCache.get` when there is no fresh entry
+_MUTABLE = (list, dict)
+
+
+def _copy_json(value: Any) -> Any:
+    """Copy a JSON-shaped value (lists and dicts of scalars) so callers cannot edit the cache."""
+    if type(value) is list:
+        return [_copy_json(v) for v in value]
+    if type(value) is dict:
+        return {k: _copy_json(v) for k, v in value.items()}
+    return value
 POLICIES = ("lru", "lfu", "fifo")
 
 
@@ -61,18 +76,25 @@ class ValueCache:
         if entry is None or entry[1] < self._clock():
             self.misses += 1
             if entry is not None:
-                del self._entries[key]
+                self._entries.pop(key, None)
             return MISS
         self.hits += 1
         if self.policy == "lru":
-            self._entries.move_to_end(key)
+            try:
+                self._entries.move_to_end(key)
+            except KeyError:  # evicted by another thread meanwhile (notebook IO thread)
+                pass
         elif self.policy == "lfu":
             entry[2] += 1
-        return entry[0]
+        value = entry[0]
+        return _copy_json(value) if type(value) in _MUTABLE else value
 
     def put(self, key: str, value: Any) -> None:
+        """Cache ``value`` (lists and dicts are copied in and out; arrays should be read-only)."""
         if self.ttl <= 0:
             return
+        if type(value) in _MUTABLE:
+            value = _copy_json(value)
         entries = self._entries
         if key in entries:
             entry = entries[key]
@@ -92,11 +114,14 @@ class ValueCache:
         self._entries.clear()
 
     def _evict(self) -> None:
-        if self.policy == "lfu":
-            victim = min(self._entries, key=lambda k: self._entries[k][2])
-            del self._entries[victim]
-        else:  # lru keeps recency order, fifo insertion order: both evict the first
-            self._entries.popitem(last=False)
+        try:
+            if self.policy == "lfu":
+                victim = min(self._entries, key=lambda k: self._entries[k][2])
+                del self._entries[victim]
+            else:  # lru keeps recency order, fifo insertion order: both evict the first
+                self._entries.popitem(last=False)
+        except KeyError:  # emptied by another thread meanwhile
+            return
         self.evictions += 1
 
     def __len__(self) -> int:

@@ -23,7 +23,7 @@ import json
 import math
 from typing import Any
 
-from ._constraints import TENSOR_DTYPES
+from ._constraints import TENSOR_DTYPES, cast_array
 from ._errors import InvalidArgument
 from ._types import TYPE_ALIASES, TYPE_NAMES
 
@@ -114,6 +114,8 @@ def decode(type_url: str, data: bytes, binary: bytes = b"") -> tuple[str, Any]:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"value of type {name} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument(f"value of type {name} is nested too deeply") from None
     if name == "float" and isinstance(raw, str):
         if raw not in _SPECIAL_IN:
             raise InvalidArgument(f"float value {raw!r} is not a number")
@@ -150,11 +152,16 @@ def _to_array(data: Any, dtype: Any, name: str):
     if dtype is not None and dtype not in TENSOR_DTYPES:
         raise InvalidArgument(f"{name} dtype {dtype!r} is not one of {', '.join(TENSOR_DTYPES)}")
     try:
-        arr = np.asarray(data, dtype=dtype)
-    except (ValueError, TypeError):
+        arr = np.asarray(data)
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise InvalidArgument(f"{name} data is not a rectangular list of numbers") from None
     if arr.dtype.kind not in "biuf":
         raise InvalidArgument(f"{name} data is not numeric (dtype {arr.dtype})")
+    if dtype is not None and arr.dtype.name != dtype:
+        try:
+            arr = cast_array(arr, dtype)
+        except ValueError as exc:
+            raise InvalidArgument(f"{name} data: {exc}") from None
     return arr
 
 
@@ -175,7 +182,7 @@ def _decode_binary(name: str, data: bytes, binary: bytes):
     if cached is None:
         try:
             meta = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidArgument(f"{name} binary metadata is not valid JSON") from None
         if not isinstance(meta, dict):
             raise InvalidArgument(f"{name} binary metadata must be a JSON object")
@@ -201,7 +208,10 @@ def _decode_binary(name: str, data: bytes, binary: bytes):
     if shape is not None:
         if math.prod(shape) != arr.size:
             raise InvalidArgument(f"{name} payload has {arr.size} elements but shape {list(shape)}")
-        arr = arr.reshape(shape)
+        try:
+            arr = arr.reshape(shape)
+        except ValueError:  # e.g. an empty payload with an absurd dimension: (2**40, 0)
+            raise InvalidArgument(f"{name} shape {list(shape)} is not a valid array shape") from None
     if not dt.isnative:
         arr = arr.astype(dt.newbyteorder("="))
     return arr

@@ -103,7 +103,11 @@ def _check_kind(name: str, key: str, kind: str, val: Any) -> Any:
         return InvalidArgument(f"{name!r}: constraint {key!r} must be {expected}, got {val!r}")
 
     if kind == "num":
-        if not _is_num(val) or not math.isfinite(val):
+        try:
+            finite = _is_num(val) and math.isfinite(val)
+        except OverflowError:  # an int beyond the float range
+            finite = False
+        if not finite:
             raise bad("a finite number")
         return float(val) if not isinstance(val, int) else val
     if kind in ("int", "nonneg"):
@@ -203,16 +207,23 @@ def _check_range(v: float, c: Mapping[str, Any], name: str) -> None:
     if "max" in c and v > c["max"]:
         raise _violation(name, f"value {v!r} is above the maximum {c['max']!r}", "max")
     if "step" in c:
-        base = c.get("min", 0)
-        k = (v - base) / c["step"]
-        if abs(k - round(k)) > 1e-9 * max(1.0, abs(k)):
+        base, step = c.get("min", 0), c["step"]
+        if isinstance(v, int) and isinstance(base, int) and isinstance(step, int):
+            off_grid = (v - base) % step != 0  # exact: ints may be beyond the float range
+        else:
+            k = (v - base) / step
+            off_grid = not math.isfinite(k) or abs(k - round(k)) > 1e-9 * max(1.0, abs(k))
+        if off_grid:
             raise _violation(name, f"value {v!r} is not on the grid {base!r} + k*{c['step']!r}", "step")
 
 
 def _float(value: Any, c: Mapping[str, Any], name: str) -> float:
     if not _is_num(value):
         raise _type_error(name, "float", value)
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        raise _type_error(name, "float", value, " (too large for a float)") from None
     if not math.isfinite(v):
         if not c.get("allow_nonfinite"):
             raise _violation(name, f"value {v!r} is not finite", "allow_nonfinite")
@@ -308,17 +319,19 @@ def _embedding(value: Any, c: Mapping[str, Any], name: str):
     if arr.ndim != 1:
         raise _type_error(name, "embedding", value, f" (an embedding is 1-D, got shape {arr.shape})")
     want = c.get("dtype")
-    if want is not None:
-        arr = arr.astype(want, copy=False)
-    elif arr.dtype.kind != "f":
-        arr = arr.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow -> inf, refused just below
+        if want is not None:
+            arr = arr.astype(want, copy=False)
+        elif arr.dtype.kind != "f":
+            arr = arr.astype(np.float64)
     _check_finite(arr, c, name)
     if "dimensions" in c and arr.shape[0] != c["dimensions"]:
         raise _violation(name, f"has {arr.shape[0]} dimensions, expected {c['dimensions']}", "dimensions")
     if c.get("normalize"):
         norm = float(np.linalg.norm(arr.astype(np.float64)))
         if norm > 0.0 and abs(norm - 1.0) > 1e-6:
-            arr = (arr / norm).astype(arr.dtype)  # the zero vector has no direction: kept as is
+            with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                arr = (arr.astype(np.float64) / norm).astype(arr.dtype)  # zero vector: kept
     return arr
 
 
@@ -327,9 +340,10 @@ def _tensor(value: Any, c: Mapping[str, Any], name: str):
     if arr.dtype.name not in TENSOR_DTYPES:
         raise _type_error(name, "tensor", value, f" (unsupported dtype {arr.dtype})")
     if "dtype" in c and arr.dtype.name != c["dtype"]:
-        if not _safe_cast(arr, c["dtype"]):
-            raise _violation(name, f"dtype {arr.dtype.name} cannot be stored as {c['dtype']}", "dtype")
-        arr = arr.astype(c["dtype"])
+        try:
+            arr = cast_array(arr, c["dtype"])
+        except ValueError as exc:
+            raise _violation(name, str(exc), "dtype") from None
     _check_finite(arr, c, name)
     shape = c.get("shape")
     if shape is not None and (
@@ -340,14 +354,38 @@ def _tensor(value: Any, c: Mapping[str, Any], name: str):
     return arr
 
 
-def _safe_cast(arr: Any, dtype: str) -> bool:
+def cast_array(arr: Any, dtype: str):
+    """``arr`` as ``dtype`` without losing information, else ValueError saying why.
+
+    Integers (and booleans) convert to any integer dtype whose range holds every value; any
+    number converts to a float dtype (overflow becomes inf, which the finiteness rule refuses);
+    only booleans convert to bool; floats never silently truncate to integers.
+    """
     import numpy as np
 
-    return bool(np.can_cast(arr.dtype, dtype, casting="same_kind"))
+    target = np.dtype(dtype)
+    src = arr.dtype
+    if target.kind == "b" and src.kind != "b":
+        raise ValueError(f"dtype {src.name} cannot be stored as bool")
+    if target.kind in "iu":
+        if src.kind not in "biu":
+            raise ValueError(f"dtype {src.name} cannot be stored as {target.name} without truncating")
+        cast = arr.astype(target)
+        if not np.array_equal(cast, arr):
+            raise ValueError(f"values do not fit in {target.name}")
+        return cast
+    with np.errstate(over="ignore", invalid="ignore"):
+        return arr.astype(target)
 
 
-def _jsonable(value: Any, name: str, path: str) -> Any:
+#: nesting depth of list/dict values (deeper input would exhaust the interpreter's stack)
+MAX_DEPTH = 100
+
+
+def _jsonable(value: Any, name: str, path: str, depth: int = 0) -> Any:
     """Convert to plain JSON types (tuples → lists, numpy scalars → Python, keys → str)."""
+    if depth > MAX_DEPTH:
+        raise InvalidArgument(f"{name!r}: value is nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, (str, bool)):
         return value
     if isinstance(value, numbers.Integral):
@@ -358,18 +396,23 @@ def _jsonable(value: Any, name: str, path: str) -> Any:
             raise ConstraintViolation(f"{name!r}: {path} is {v!r}; JSON values must be finite")
         return v
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v, name, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_jsonable(v, name, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
             if not isinstance(k, (str, int, float, bool)) or k is None:
                 raise VariableTypeError(f"{name!r}: key {k!r} at {path} cannot become a string key")
             key = k if isinstance(k, str) else json.dumps(k)
-            out[key] = _jsonable(v, name, f"{path}[{key!r}]")
+            if key in out:
+                raise VariableTypeError(
+                    f"{name!r}: key {k!r} at {path} collides with another key that is also {key!r}"
+                    " as a string"
+                )
+            out[key] = _jsonable(v, name, f"{path}[{key!r}]", depth + 1)
         return out
     tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
     if callable(tolist):
-        return _jsonable(tolist(), name, path)
+        return _jsonable(tolist(), name, path, depth)
     raise VariableTypeError(
         f"{name!r}: {path} is a {type(value).__name__}, which has no JSON form"
     )

@@ -51,7 +51,7 @@ def infer_type(value: Any) -> str:
     """
     import numbers
 
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, bool) or type(value).__name__ in ("bool_", "bool"):  # numpy 1 / 2
         return "boolean"
     if isinstance(value, numbers.Integral):
         return "integer"
@@ -146,6 +146,9 @@ class SessionContext:
                 await ctx.close()
                 if address is not None:
                     raise
+            except BaseException:  # e.g. a refused token: do not leak the channel
+                await ctx.close()
+                raise
         if not start_server:
             raise BridgeUnavailable(
                 "no dspex-notebook server found (no address given, none in DSPEX_ADDRESS, no "
@@ -169,6 +172,7 @@ class SessionContext:
         if self._closed:
             return
         self._closed = True
+        self._bridge.closed = True  # later calls raise a clear RuntimeError
         self._cache.clear()
         if self._owns_channel:
             await self._bridge.close()
@@ -222,8 +226,12 @@ class SessionContext:
         known = self._known.get(ident)
         if known is None:
             type_name = canonical_type(type_hint) if type_hint else infer_type(value)
-            return type_name, value, False
-        return known.type, validate(known.type, value, known.constraints, known.name), True
+            # canonical form of the guessed type (numpy scalars, tuples, ...), so that it can be
+            # encoded; the constraints are unknown here and left to the server.
+            lenient = {"allow_nonfinite": True} if type_name in _NONFINITE_TYPES else {}
+            return type_name, validate(type_name, value, lenient, ident), False
+        send = validate(known.type, value, known.constraints, known.name)
+        return known.type, _unaliased(send), True
 
     # ------------------------------------------------------------------------------------------
     # reads
@@ -516,6 +524,19 @@ class SessionContext:
 
     def __repr__(self) -> str:
         return f"<SessionContext session_id={self.session_id!r} cached={len(self._cache)}>"
+
+
+_NONFINITE_TYPES = ("float", "embedding", "tensor")
+
+
+def _unaliased(value: Any) -> Any:
+    """A value that may be cached after a write: never the caller's own mutable array (they
+    may keep changing it), but a read-only copy, like the arrays decoded from the server."""
+    flags = getattr(value, "flags", None)
+    if flags is not None and flags.writeable:
+        value = value.copy()
+        value.flags.writeable = False
+    return value
 
 
 def _token_from_env_file() -> str | None:

@@ -17,8 +17,7 @@ from .. import _codec
 from .._proto import snakepit_bridge_pb2 as pb
 from .._proto import snakepit_bridge_pb2_grpc as pb_grpc
 from .convert import set_any, timestamp_to_datetime, value_of, variable_from_pb
-from .servicer import CODEC_KEY
-from .status import error_from_rpc
+from .status import CODEC_KEY, error_from_rpc
 
 DEFAULT_CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -45,14 +44,21 @@ class Bridge:
         self.timeout = timeout
         #: arrays travel as raw bytes unless the peer is an old snakepit server (see ping()).
         self.binary = True
-        self._loop: asyncio.AbstractEventLoop | None = None
+        #: set by SessionContext.close(): later calls fail clearly instead of inside grpc.
+        self.closed = False
+        # grpc.aio channels are bound to the loop they were created on (private attribute, so
+        # fall back to the loop of the first call when a channel-like object lacks it).
+        self._loop: asyncio.AbstractEventLoop | None = getattr(channel, "_loop", None)
 
     async def _call(self, method: Any, request: Any, what: str) -> Any:
+        if self.closed:
+            raise RuntimeError(f"{what}: this SessionContext is closed")
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            if self._loop is not None and not self._loop.is_closed():
+            if self._loop is not None:
+                state = "a closed" if self._loop.is_closed() else "another"
                 raise RuntimeError(
-                    "this SessionContext's gRPC channel belongs to another event loop (grpc.aio "
+                    f"this SessionContext's gRPC channel belongs to {state} event loop (grpc.aio "
                     "objects are bound to the loop that created them); create one SessionContext "
                     "per loop, or in Jupyter use the `session` that %load_ext dspex_notebook made"
                 )

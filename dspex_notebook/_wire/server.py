@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import grpc
 
-from .._proto import snakepit_bridge_pb2_grpc as pb_grpc
+from .._proto import snakepit_bridge_pb2 as pb
 from ..server.limits import Limits
 from ..server.store import Store
-from .servicer import BridgeServicer
+from .servicer import BridgeServicer, lenient_deserializer
 
 
 async def start_grpc_server(
@@ -25,7 +25,7 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 0),  # a second server must not silently share the port
         ]
     )
-    pb_grpc.add_BridgeServiceServicer_to_server(BridgeServicer(store, tokens, version), server)
+    add_servicer(BridgeServicer(store, tokens, version), server)
     bound = server.add_insecure_port(f"{_bracket(host)}:{port}")
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
@@ -35,3 +35,23 @@ async def start_grpc_server(
 
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def add_servicer(servicer: BridgeServicer, server: grpc.aio.Server) -> None:
+    """Like the generated ``add_BridgeServiceServicer_to_server``, but with request
+    deserializers that hand undecodable bodies to the handler (INVALID_ARGUMENT, not UNKNOWN)."""
+    service = pb.DESCRIPTOR.services_by_name["BridgeService"]
+    handlers = {}
+    for method in service.methods:
+        if method.client_streaming:  # none today; fail loudly rather than register it wrong
+            raise NotImplementedError(f"client-streaming {method.name} needs a handler type")
+        make = (grpc.unary_stream_rpc_method_handler if method.server_streaming
+                else grpc.unary_unary_rpc_method_handler)
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=lenient_deserializer(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name,
+                                                                          handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)

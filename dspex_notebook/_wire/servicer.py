@@ -28,11 +28,38 @@ from .._errors import AuthenticationError, DspexError, InvalidArgument, Unsuppor
 from .._proto import snakepit_bridge_pb2 as pb
 from .._proto import snakepit_bridge_pb2_grpc as pb_grpc
 from ..server.store import Store, VarRecord
-from .status import abort_args
+from .status import CODEC_KEY, abort_args
 
 log = logging.getLogger("dspex_notebook.server")
 
-CODEC_KEY = "dspex-codec"
+
+
+class MalformedRequest:
+    """A request body that did not parse (see :func:`lenient_deserializer`).
+
+    grpc.aio answers a deserializer exception with UNKNOWN "Unexpected DecodeError" (and logs an
+    error); handing the failure to the handler instead lets it authenticate the caller first and
+    then answer INVALID_ARGUMENT, like any other bad input.
+    """
+
+    __slots__ = ("type_name", "reason")
+
+    def __init__(self, type_name: str, reason: str) -> None:
+        self.type_name, self.reason = type_name, reason
+
+
+def lenient_deserializer(message_class: Any) -> Callable[[bytes], Any]:
+    """``message_class.FromString`` that returns a :class:`MalformedRequest` instead of raising."""
+    parse = message_class.FromString
+    type_name = message_class.DESCRIPTOR.full_name
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # DecodeError, or whatever the parser raises on garbage
+            return MalformedRequest(type_name, str(exc) or type(exc).__name__)
+
+    return deserialize
 
 
 def _rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -40,6 +67,10 @@ def _rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
     async def handler(self: BridgeServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             principal, raw = self._caller(context)
+            if isinstance(request, MalformedRequest):
+                raise InvalidArgument(
+                    f"request is not a valid {request.type_name}: {request.reason}"
+                )
             return fn(self, request, principal, raw)
         except DspexError as exc:
             code, details, trailing = abort_args(exc)
@@ -118,6 +149,8 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
             raise InvalidArgument(
                 f"{request.name!r}: constraints_json is not valid JSON: {exc}"
             ) from None
+        except RecursionError:
+            raise InvalidArgument(f"{request.name!r}: constraints_json is nested too deeply") from None
 
     @staticmethod
     def _decode(any_value: Any, binary: bytes) -> Any:
@@ -267,8 +300,6 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
     GetVariableHistory = _unsupported("GetVariableHistory")
     RollbackVariable = _unsupported("RollbackVariable")
 
-    async def ExecuteStreamingTool(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ExecuteStreamingTool is not supported")
-
-    async def WatchVariables(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchVariables is not supported yet")
+    # server-streaming: the same path, so callers are authenticated before being told
+    ExecuteStreamingTool = _unsupported("ExecuteStreamingTool (tool bridge)")
+    WatchVariables = _unsupported("WatchVariables")

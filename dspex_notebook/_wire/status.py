@@ -16,6 +16,8 @@ from .._errors import ERROR_KINDS, ConstraintViolation, DspexError, SessionNotFo
 
 S = grpc.StatusCode
 ERROR_KEY = "dspex-error"
+#: request metadata by which a client says it reads raw binary arrays (v0.4.x clients do not)
+CODEC_KEY = "dspex-codec"
 
 
 class BridgeUnavailable(DspexError, ConnectionError, grpc.RpcError):

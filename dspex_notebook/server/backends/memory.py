@@ -29,8 +29,10 @@ class MemoryBackend(Backend):
         )
 
     def commit(self, commit: Commit) -> None:
-        for sid in commit.session_deletes:
+        for sid in commit.session_deletes:  # a session goes with its variables (as in SQLite)
             self._sessions.pop(sid, None)
+            for vid in [k for k, v in self._variables.items() if v.session_id == sid]:
+                del self._variables[vid]
         for s in commit.session_upserts:
             self._sessions[s.session_id] = s
         for vid in commit.variable_deletes:

@@ -101,7 +101,7 @@ class SQLiteBackend(Backend):
             for r in self._db.execute(
                 "SELECT id, session_id, name, type, type_url, data, binary, constraints_json,"
                 " metadata_json, source, version, mod_revision, create_revision, updated_at"
-                " FROM variables ORDER BY create_revision"
+                " FROM variables ORDER BY create_revision, rowid"
             )
         ]
         return Snapshot(meta["store_id"], int(meta["revision"]), sessions, variables)
@@ -120,8 +120,17 @@ class SQLiteBackend(Backend):
                  for s in commit.session_upserts],
             )
             db.executemany("DELETE FROM variables WHERE id=?", [(v,) for v in commit.variable_deletes])
+            # An upsert keeps the row (and its rowid: the registration order within a batch);
+            # INSERT OR REPLACE would re-insert it, and silently drop any other row that
+            # clashes with UNIQUE(session_id, name) instead of failing the transaction.
             db.executemany(
-                "INSERT OR REPLACE INTO variables VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO variables VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE"
+                " SET session_id=excluded.session_id, name=excluded.name, type=excluded.type,"
+                " type_url=excluded.type_url, data=excluded.data, binary=excluded.binary,"
+                " constraints_json=excluded.constraints_json,"
+                " metadata_json=excluded.metadata_json, source=excluded.source,"
+                " version=excluded.version, mod_revision=excluded.mod_revision,"
+                " create_revision=excluded.create_revision, updated_at=excluded.updated_at",
                 [(v.id, v.session_id, v.name, v.type, v.type_url, v.data, v.binary,
                   v.constraints_json, json.dumps(v.metadata), v.source, v.version,
                   v.mod_revision, v.create_revision, v.updated_at)

@@ -707,6 +707,7 @@ async def test_mutating_a_returned_list_or_dict_does_not_change_the_cache(sessio
 
 
 def test_client_import_does_not_load_the_server_package():
-    code = "import sys, dspex_notebook; print(any(m.startswith('dspex_notebook.server') for m in sys.modules))"
+    code = ("import sys, dspex_notebook; "
+            "print(any(m.startswith('dspex_notebook.server') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -96,11 +96,14 @@ class ValueCache:
         if type(value) in _MUTABLE:
             value = _copy_json(value)
         entries = self._entries
-        if key in entries:
-            entry = entries[key]
+        entry = entries.get(key)
+        if entry is not None:
             entry[0], entry[1] = value, self._clock() + self.ttl
             if self.policy == "lru":
-                entries.move_to_end(key)
+                try:
+                    entries.move_to_end(key)
+                except KeyError:  # invalidated by another thread meanwhile
+                    entries[key] = entry
             return
         if len(entries) >= self.max_size:
             self._evict()

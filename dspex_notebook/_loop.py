@@ -38,10 +38,20 @@ class Portal:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._closed = False
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The IO loop, starting the thread if needed."""
+        """The IO loop, starting the thread if needed.
+
+        Raises:
+            PortalClosed: :meth:`close` was called (a restart is only possible after :meth:`stop`).
+        """
+        if self._closed:
+            raise PortalClosed(
+                f"the {self.name} IO thread was closed (%unload_ext / %reload_ext): objects bound to "
+                "it, such as an old `session`, cannot be used any more"
+            )
         if self._pid != os.getpid():  # forked child (e.g. `!cmd`): the thread did not survive
             self._loop = self._thread = None
             self._pid = os.getpid()
@@ -81,13 +91,20 @@ class Portal:
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the IO loop; return a thread-safe future."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            loop = self.loop
+        except PortalClosed:
+            coro.close()  # never awaited: close it so Python does not warn about it
+            raise
+        return asyncio.run_coroutine_threadsafe(coro, loop)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30.0) -> T:
         """Run ``coro`` on the IO loop and block until it is done (from any other thread).
 
         Raises:
             TimeoutError: not done within ``timeout`` seconds (the coroutine is cancelled).
+            KeyboardInterrupt: the wait was interrupted (kernel interrupt); the coroutine is
+                cancelled too, so an interrupted write does not land later.
             RuntimeError: called from the IO thread itself (it would deadlock).
         """
         if self.in_portal_thread():
@@ -99,6 +116,9 @@ class Portal:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise TimeoutError(f"no answer within {timeout} s") from None
+        except BaseException:  # KeyboardInterrupt while waiting: don't leave it running
+            future.cancel()
+            raise
 
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` on the IO loop from another running loop (a notebook cell)."""
@@ -117,3 +137,9 @@ class Portal:
             loop.call_soon_threadsafe(loop.stop)
             if thread is not threading.current_thread():
                 thread.join(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop for good: unlike after :meth:`stop`, later calls raise :class:`PortalClosed`
+        instead of starting a new thread (which nothing would ever stop)."""
+        self._closed = True
+        self.stop(timeout)

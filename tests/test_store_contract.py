@@ -437,3 +437,10 @@ def test_registration_order_within_a_batch_survives_reopen(env, store):
     store.set_many(P, S, {"a": 1}, {}, True)
     assert [r.name for r in store.list(P, S)] == ["c", "a", "b"]
     assert [r.name for r in env.reopen().list(P, S)] == ["c", "a", "b"]
+
+
+def test_an_empty_batch_writes_nothing(store):
+    rev = store.revision
+    assert store.register_many(P, S, []) == []
+    assert store.set_many(P, S, {}, {}, atomic=True) == ({}, {}, 0)
+    assert store.revision == rev and store.backend.load().revision == rev

@@ -5,8 +5,10 @@ The magics in :mod:`.magics` only tokenize, call these, and display.
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,6 +17,8 @@ import yaml
 from .._constraints import canonical_type
 from .._errors import InvalidArgument
 
+#: a bare variable name (``%var NAME``)
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/\-]*\Z")
 #: ``NAME = EXPR`` (not ``==``)
 ASSIGN_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.:/\-]*)\s*=(?!=)\s*(.*?)\s*$", re.S)
 TEXT_TYPES = ("string", "choice", "module")
@@ -46,19 +50,57 @@ def constraints_from_options(
     return out
 
 
+def register_argv(text: str) -> list[str]:
+    """Split what follows ``%var register`` into argv for its parser, keeping VALUE verbatim.
+
+    ``shlex`` would strip the quotes out of a Python expression (``['a', 'b']`` became
+    ``[a, b]``), so only NAME, TYPE and the options are shell-split; VALUE is the text between
+    TYPE and the first ``--option`` outside quotes, exactly as typed.
+
+    Raises:
+        ValueError: unbalanced quotes in NAME, TYPE or the options.
+    """
+    quote = None
+    cut = len(text)
+    for i, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif (ch == "-" and text.startswith("--", i) and i + 2 < len(text) and text[i + 2].isalpha()
+              and (i == 0 or text[i - 1].isspace())):
+            cut = i
+            break
+    else:
+        if quote:  # an apostrophe in plain text (``it's``): find the options ignoring quotes
+            found = re.search(r"(?:^|(?<=\s))--[A-Za-z]", text)
+            cut = found.start() if found else cut
+    head = io.StringIO(text[:cut])
+    lexer = shlex.shlex(head, posix=True)
+    lexer.whitespace_split = True
+    argv = [token for token in (lexer.get_token(), lexer.get_token()) if token is not None]
+    value = head.read().strip()  # shlex reads one character at a time: this is the rest, as typed
+    return argv + ([value] if value else []) + shlex.split(text[cut:])
+
+
 def value_from_text(type_name: str, text: str, evaluate: Callable[[str], Any]) -> Any:
     """The value of ``text`` for a variable of ``type_name``.
 
     ``text`` is a Python expression evaluated in the user namespace (``0.7``, ``np.zeros(3)``,
     ``my_list``). For string, choice and module variables, text that is not a valid expression
-    or names nothing defined is taken literally (``%var register model choice gpt-4 ...``).
+    or names nothing defined is taken literally (``%var register model choice gpt-4 ...``), and
+    so is text whose value is not a string (``max`` is the builtin, ``42`` an int): those types
+    only accept strings.
     """
     try:
-        return evaluate(text)
+        value = evaluate(text)
     except (NameError, SyntaxError):
         if type_name in TEXT_TYPES:
             return text
         raise
+    if type_name in TEXT_TYPES and not isinstance(value, str):
+        return text
+    return value
 
 
 def parse_var_block(text: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -76,8 +118,11 @@ def parse_var_block(text: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """
     try:
         doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidArgument(f"%%var block is not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # one line: where, and what (PyYAML's str() spans 5+ lines)
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidArgument(f"%%var block is not valid YAML{where}: {problem}") from None
     if doc is None:
         return [], {}
     if not isinstance(doc, Mapping):

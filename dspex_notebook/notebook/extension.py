@@ -48,9 +48,15 @@ def load_ipython_extension(ip: Any) -> None:
             timeout=max(magics.timeout, 30.0),
         )
     except BaseException:
-        portal.stop()
+        portal.close()
+        if magics in ip.configurables:
+            ip.configurables.remove(magics)
         raise
     started = [s for s in runner._embedded.values() if s not in before]
+    try:  # learn the session's variable names now, so tab completion offers them at once
+        portal.run(ctx.list_variables(), timeout=magics.timeout)
+    except Exception:  # completion is a convenience; a slow list must not fail the load
+        pass
     session = NotebookSession(ctx, portal)
     magics.notebook_session = session
     ip.register_magics(magics)
@@ -72,6 +78,9 @@ def unload_ipython_extension(ip: Any) -> None:
     magics_manager = ip.magics_manager
     for kind in ("line", "cell"):
         magics_manager.magics[kind].pop("var", None)
+    magics = _state.get("magics")
+    if magics is not None and magics in ip.configurables:  # Magics() appended it; it holds the session
+        ip.configurables.remove(magics)
     _shutdown()
 
 
@@ -88,7 +97,7 @@ def _shutdown() -> None:
         portal.run(session.context.close(), timeout=5.0)
     except Exception:  # the server may already be gone at kernel shutdown
         pass
-    portal.stop()
+    portal.close()  # an old `session` kept by the user must not restart the IO thread
     from ..server import runner
 
     for server in state.get("servers", ()):

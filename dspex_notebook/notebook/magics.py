@@ -34,8 +34,16 @@ USAGE = """\
 """
 
 
+SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "help")
+
+
 class DspexMagicError(UsageError):
     """A domain error from a magic, shown as one line instead of a traceback."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython prints the short form only for `type(exc) is UsageError`; a subclass would get
+        # the full traceback, which is what this class exists to avoid.
+        return [str(self)]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,9 +117,14 @@ class DspexMagics(Magics):
         if text in ("help", "-h", "--help", "?"):
             print(USAGE)
             return None
+        if commands.NAME_RE.match(text) and text not in SUBCOMMANDS:  # the hot path: %var NAME
+            return self.get_value(text)
         assign = commands.ASSIGN_RE.match(text)
         if assign:
             return self.set_variable(assign.group(1), assign.group(2))
+        first, *after = text.split(None, 1)
+        if first == "register":  # before shlex: VALUE is a Python expression, keep its quotes
+            return self.register(after[0] if after else "")
         try:
             words = shlex.split(text)
         except ValueError as exc:
@@ -125,8 +138,6 @@ class DspexMagics(Magics):
             if len(rest) != 1:
                 raise UsageError("usage: %var info NAME")
             return self._run(self._ctx.get_variable_info(rest[0]))
-        if head == "register":
-            return self.register(rest)
         if head in ("del", "delete", "rm"):
             if not rest:
                 raise UsageError("usage: %var del NAME [NAME ...]")
@@ -145,7 +156,8 @@ class DspexMagics(Magics):
         value = self._ctx._cache.get(name)  # a hit never crosses threads
         if value is not MISS:
             return value
-        return self._run(self._ctx.get_variable(name))
+        # we just missed: don't look again on the IO thread (it would count a second miss)
+        return self._run(self._ctx.get_variable(name, bypass_cache=True))
 
     def list_variables(self, pattern: str) -> VariableTable:
         return VariableTable(self._run(self._ctx.list_variables(pattern or None)))
@@ -156,8 +168,12 @@ class DspexMagics(Magics):
         value = self._eval(expr)
         self._run(self._ctx.set_variable(name, value, metadata={"source": "python", "via": "%var"}))
 
-    def register(self, args: list[str]) -> str:
-        ns = _register_parser().parse_args(args)
+    def register(self, text: str) -> str:
+        try:
+            argv = commands.register_argv(text)
+        except ValueError as exc:
+            raise UsageError(f"%var register: {exc}") from None
+        ns = _register_parser().parse_args(argv)
         try:
             type_name = commands.canonical_type(ns.type)
             constraints = commands.constraints_from_options(
@@ -172,7 +188,10 @@ class DspexMagics(Magics):
             ns.name, type_name, value, constraints, metadata, replace=ns.replace))
 
     def _cell(self, line: str, cell: str) -> dict[str, str]:
-        options = shlex.split(line)
+        try:
+            options = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%%var: {exc}") from None
         replace = "--replace" in options
         unknown = [o for o in options if o != "--replace"]
         if unknown:
@@ -181,6 +200,8 @@ class DspexMagics(Magics):
             registrations, updates = commands.parse_var_block(cell)
         except DspexError as exc:
             raise DspexMagicError(f"{type(exc).__name__}: {exc}") from None
+        if not registrations and not updates:  # empty/comment-only block: no write, no new revision
+            return {}
         for spec in registrations:
             spec["replace"] = replace
         try:

@@ -39,7 +39,8 @@ class NotebookSession:
             value = self.context._cache.get(name)
             if value is not MISS:
                 return value
-        return await self.portal.call(self.context.get_variable(name, default, bypass_cache))
+        # after a miss here, don't look again on the IO thread (it would count a second miss)
+        return await self.portal.call(self.context.get_variable(name, default, bypass_cache=True))
 
     def get_cache_info(self) -> dict[str, Any]:
         return self.context.get_cache_info()

@@ -252,7 +252,9 @@ _embedded_lock = threading.Lock()
 
 def embedded_server(db: str | os.PathLike[str] | None = None) -> EmbeddedServer:
     """The process-wide embedded server for ``db`` (default store file), started on first use."""
-    key = os.path.abspath(os.fspath(db)) if db is not None and os.fspath(db) != MEMORY else str(db)
+    if db is None:
+        db = _runtime.default_db_path()  # resolved now: DSPEX_DB may have changed since last time
+    key = MEMORY if os.fspath(db) == MEMORY else os.path.abspath(os.fspath(db))
     with _embedded_lock:
         srv = _embedded.get(key)
         if srv is None or not srv.running:

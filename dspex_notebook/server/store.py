@@ -227,6 +227,8 @@ class Store:
         sess = self._session(principal, session_id)
         updates = updates or {}
         update_metadata = update_metadata or {}
+        if not specs and not updates:  # nothing to write: no new revision
+            return []
         self.limits.check_metadata(update_metadata)
         if len(specs) + len(updates) > self.limits.max_batch:
             raise ResourceLimitExceeded(

@@ -111,7 +111,11 @@ class ValueCache:
 
     def invalidate(self, *keys: str) -> int:
         """Drop ``keys``; return how many were cached."""
-        return sum(self._entries.pop(k, None) is not None for k in keys)
+        entries, n = self._entries, 0
+        for key in keys:
+            if entries.pop(key, None) is not None:
+                n += 1
+        return n
 
     def clear(self) -> None:
         self._entries.clear()

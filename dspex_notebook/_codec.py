@@ -41,8 +41,9 @@ _FAST = {
     _URLS["integer"]: ("integer", int),
     _URLS["boolean"]: ("boolean", {b"true": True, b"false": False}.__getitem__),
 }
+_url_cache: dict[str, tuple[str, bool]] = {}
 # Parsing the binary metadata JSON dominates decoding small arrays; the same few strings recur.
-_meta_cache: dict[bytes, tuple[tuple[int, ...], str]] = {}
+_meta_cache: dict[bytes, tuple[tuple[int, ...] | None, Any]] = {}
 
 
 def encode(type_name: str, value: Any, *, binary: bool = True) -> tuple[str, bytes, bytes]:
@@ -81,6 +82,9 @@ def _encode_array(type_name: str, arr: Any, binary: bool) -> tuple[str, bytes, b
 
 def type_of_url(type_url: str) -> tuple[str, bool]:
     """Return ``(type_name, is_binary)`` for a value's type_url."""
+    known = _url_cache.get(type_url)
+    if known is not None:
+        return known
     tail = type_url.rsplit("/", 1)[-1]
     if tail.startswith("snakepit."):
         tail = tail[len("snakepit."):]
@@ -90,6 +94,8 @@ def type_of_url(type_url: str) -> tuple[str, bool]:
     name = TYPE_ALIASES.get(tail, tail)
     if name not in TYPE_NAMES or (is_binary and name not in _BIN_URLS):
         raise InvalidArgument(f"unknown value type_url {type_url!r}")
+    if len(_url_cache) < 256:
+        _url_cache[type_url] = (name, is_binary)
     return name, is_binary
 
 
@@ -197,13 +203,15 @@ def _decode_binary(name: str, data: bytes, binary: bytes):
         dtype = meta.get("dtype", "float32")
         if dtype not in TENSOR_DTYPES:
             raise InvalidArgument(f"{name} dtype {dtype!r} is not one of {', '.join(TENSOR_DTYPES)}")
-        cached = (_shape(meta["shape"]) if "shape" in meta else None, dtype)
+        cached = (_shape(meta["shape"]) if "shape" in meta else None,
+                  np.dtype(dtype).newbyteorder("<"))
         if len(_meta_cache) < 1024:
             _meta_cache[data] = cached
-    shape, dtype = cached
-    dt = np.dtype(dtype).newbyteorder("<")
+    shape, dt = cached
     if len(binary) % dt.itemsize:
-        raise InvalidArgument(f"{name} payload of {len(binary)} bytes is not a whole number of {dtype}")
+        raise InvalidArgument(
+            f"{name} payload of {len(binary)} bytes is not a whole number of {dt.name}"
+        )
     arr = np.frombuffer(binary, dtype=dt)
     if shape is not None:
         if math.prod(shape) != arr.size:

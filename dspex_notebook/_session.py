@@ -252,12 +252,16 @@ class SessionContext:
             value = self._cache.get(name)
             if value is not MISS:
                 return value
+        known = name in self._known  # then only the value needs decoding
         try:
-            var = await self._bridge.get_variable(self.session_id, name)
+            var = await self._bridge.get_variable(self.session_id, name, value_only=known)
         except VariableNotFoundError:
             if default is not None:
                 return default
             raise
+        if known:
+            self._cache_value(name, var)
+            return var
         self._learn(var, name)
         self._cache_value(name, var.value)
         return var.value
@@ -293,18 +297,23 @@ class SessionContext:
                 self._cache_value(ident, var.value)
                 result[ident] = {"value": var.value, "metadata": var.as_dict()}
         else:
-            to_fetch = []
-            for ident in names:
-                value = self._cache.get(ident)
-                if value is MISS:
-                    to_fetch.append(ident)
-                else:
-                    result[ident] = value
+            cache = self._cache
+            if cache.ttl > 0:
+                to_fetch = []
+                for ident in names:
+                    value = cache.get(ident)
+                    if value is MISS:
+                        to_fetch.append(ident)
+                    else:
+                        result[ident] = value
+            else:
+                to_fetch = names
             if to_fetch:
                 found, missing = await self._bridge.get_values(self.session_id, to_fetch)
-                for ident, (value, _type, _id, _name, _version) in found.items():
-                    result[ident] = value
-                    self._cache_value(ident, value)
+                result.update(found)
+                if cache.ttl > 0:
+                    for ident, value in found.items():
+                        self._cache_value(ident, value)
         absent = [n for n in missing if n not in defaults]
         if absent:
             raise VariableNotFoundError(f"Variables not found: {', '.join(absent)}")

@@ -152,10 +152,11 @@ class Bridge:
         reply = await self._call(self._stub.RegisterVariables, req, "RegisterVariables")
         return [variable_from_pb(v) for v in reply.variables]
 
-    async def get_variable(self, session_id: str, ident: str) -> Any:
+    async def get_variable(self, session_id: str, ident: str, value_only: bool = False) -> Any:
+        """The :class:`Variable` (or only its value, skipping the metadata decoding)."""
         req = pb.GetVariableRequest(session_id=session_id, variable_identifier=ident, bypass_cache=True)
         reply = await self._call(self._stub.GetVariable, req, f"GetVariable({ident!r})")
-        return variable_from_pb(reply.variable)
+        return value_of(reply.variable) if value_only else variable_from_pb(reply.variable)
 
     async def set_variable(
         self, session_id: str, ident: str, type_name: str, value: Any,
@@ -178,17 +179,11 @@ class Bridge:
         return found, list(reply.missing_variables)
 
     async def get_values(self, session_id: str, idents: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-        """Like :meth:`get_variables` but decodes only the values (the fast path).
-
-        Returns ``({ident: (value, type, id, name, version)}, missing)``.
-        """
+        """Like :meth:`get_variables` but decodes only the values: ``({ident: value}, missing)``."""
         req = pb.BatchGetVariablesRequest(session_id=session_id, variable_identifiers=idents,
                                           bypass_cache=True)
         reply = await self._call(self._stub.GetVariables, req, "GetVariables")
-        found = {
-            ident: (value_of(var), var.type, var.id, var.name, var.version)
-            for ident, var in reply.variables.items()
-        }
+        found = {ident: value_of(var) for ident, var in reply.variables.items()}
         return found, list(reply.missing_variables)
 
     async def set_variables(

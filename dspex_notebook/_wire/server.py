@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import grpc
 
@@ -33,6 +34,11 @@ async def start_grpc_server(
     return server, bound
 
 
+def _serializer(message: Any) -> bytes:
+    """Handlers may return a message or its already-serialized bytes (the batch read path)."""
+    return message if message.__class__ is bytes else message.SerializeToString()
+
+
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -50,7 +56,7 @@ def add_servicer(servicer: BridgeServicer, server: grpc.aio.Server) -> None:
         handlers[method.name] = make(
             getattr(servicer, method.name),
             request_deserializer=lenient_deserializer(getattr(pb, method.input_type.name)),
-            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+            response_serializer=_serializer,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name,
                                                                           handlers),))

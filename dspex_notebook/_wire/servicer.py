@@ -28,6 +28,7 @@ from .._errors import AuthenticationError, DspexError, InvalidArgument, Unsuppor
 from .._proto import snakepit_bridge_pb2 as pb
 from .._proto import snakepit_bridge_pb2_grpc as pb_grpc
 from ..server.store import Store, VarRecord
+from . import pbwire
 from .status import CODEC_KEY, abort_args
 
 log = logging.getLogger("dspex_notebook.server")
@@ -118,6 +119,14 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
 
     # ------------------------------------------------------------------------------------------
     # encoding
+
+    def _var_bytes(self, rec: VarRecord, raw: bool) -> bytes:
+        """The record's serialized Variable, built once per record and codec."""
+        key = ("bytes", raw or rec.type not in ("embedding", "tensor"))
+        data = rec.cache.get(key)
+        if data is None:
+            data = rec.cache[key] = self._var(rec, raw).SerializeToString()
+        return data
 
     def _var(self, rec: VarRecord, raw: bool) -> pb.Variable:
         key = raw or rec.type not in ("embedding", "tensor")  # only arrays differ per codec
@@ -229,8 +238,10 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
 
     @_rpc
     def GetVariable(self, request, principal, raw):
+        # GetVariableResponse{1: variable, 3: revision}, assembled from the cached bytes
         rec = self.store.resolve(principal, request.session_id, request.variable_identifier)
-        return pb.GetVariableResponse(variable=self._var(rec, raw), revision=self.store.revision)
+        return pbwire.field_bytes(1, self._var_bytes(rec, raw)) + pbwire.field_varint(
+            3, self.store.revision)
 
     @_rpc
     def SetVariable(self, request, principal, raw):
@@ -243,13 +254,17 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
 
     @_rpc
     def GetVariables(self, request, principal, raw):
+        # BatchGetVariablesResponse{1: map<string, Variable>, 2: missing, 3: revision}, assembled
+        # from each record's cached serialized Variable: no per-item message copies.
         found, missing = self.store.get_many(principal, request.session_id,
                                              list(request.variable_identifiers))
-        reply = pb.BatchGetVariablesResponse(missing_variables=missing, revision=self.store.revision)
-        out = reply.variables
-        for ident, rec in found.items():
-            out[ident].CopyFrom(self._var(rec, raw))
-        return reply
+        parts = [
+            pbwire.map_entry(1, ident.encode(), self._var_bytes(rec, raw))
+            for ident, rec in found.items()
+        ]
+        parts += [pbwire.field_bytes(2, m.encode()) for m in missing]
+        parts.append(pbwire.field_varint(3, self.store.revision))
+        return b"".join(parts)
 
     @_rpc
     def SetVariables(self, request, principal, raw):

@@ -27,7 +27,9 @@ from ._constraints import TENSOR_DTYPES, cast_array
 from ._errors import InvalidArgument
 from ._types import TYPE_ALIASES, TYPE_NAMES
 
-__all__ = ["TYPE_URL_PREFIX", "TYPE_NAMES_SET", "encode", "decode", "type_of_url"]
+__all__ = [
+    "TYPE_URL_PREFIX", "TYPE_NAMES_SET", "decode", "encode", "type_of_url", "unpack_values",
+]
 
 TYPE_URL_PREFIX = "type.googleapis.com/snakepit."
 TYPE_NAMES_SET = frozenset(TYPE_NAMES)
@@ -181,33 +183,43 @@ def _shape(shape: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _decode_binary(name: str, data: bytes, binary: bytes):
-    import numpy as np
-
+def _decode_binary(name: str, data: bytes, binary: Any):
     cached = _meta_cache.get(data)
     if cached is None:
         try:
             meta = json.loads(data)
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidArgument(f"{name} binary metadata is not valid JSON") from None
-        if not isinstance(meta, dict):
-            raise InvalidArgument(f"{name} binary metadata must be a JSON object")
-        fmt = meta.get("binary_format", "raw")
-        if fmt == "pickle":
-            raise InvalidArgument(
-                f"{name} payload is a pickle; pickle is refused (never unpickled). "
-                "Send raw little-endian bytes with binary_format='raw'."
-            )
-        if fmt != "raw":
-            raise InvalidArgument(f"{name} binary_format {fmt!r} is not supported (use 'raw')")
-        dtype = meta.get("dtype", "float32")
-        if dtype not in TENSOR_DTYPES:
-            raise InvalidArgument(f"{name} dtype {dtype!r} is not one of {', '.join(TENSOR_DTYPES)}")
-        cached = (_shape(meta["shape"]) if "shape" in meta else None,
-                  np.dtype(dtype).newbyteorder("<"))
+        cached = _binary_meta(name, meta)
         if len(_meta_cache) < 1024:
             _meta_cache[data] = cached
-    shape, dt = cached
+    return _array_from(name, cached, binary)
+
+
+def _binary_meta(name: str, meta: Any) -> tuple[tuple[int, ...] | None, Any]:
+    """``(shape, little-endian dtype)`` from a binary value's JSON metadata."""
+    import numpy as np
+
+    if not isinstance(meta, dict):
+        raise InvalidArgument(f"{name} binary metadata must be a JSON object")
+    fmt = meta.get("binary_format", "raw")
+    if fmt == "pickle":
+        raise InvalidArgument(
+            f"{name} payload is a pickle; pickle is refused (never unpickled). "
+            "Send raw little-endian bytes with binary_format='raw'."
+        )
+    if fmt != "raw":
+        raise InvalidArgument(f"{name} binary_format {fmt!r} is not supported (use 'raw')")
+    dtype = meta.get("dtype", "float32")
+    if dtype not in TENSOR_DTYPES:
+        raise InvalidArgument(f"{name} dtype {dtype!r} is not one of {', '.join(TENSOR_DTYPES)}")
+    return (_shape(meta["shape"]) if "shape" in meta else None, np.dtype(dtype).newbyteorder("<"))
+
+
+def _array_from(name: str, meta: tuple[tuple[int, ...] | None, Any], binary: Any):
+    import numpy as np
+
+    shape, dt = meta
     if len(binary) % dt.itemsize:
         raise InvalidArgument(
             f"{name} payload of {len(binary)} bytes is not a whole number of {dt.name}"
@@ -223,3 +235,29 @@ def _decode_binary(name: str, data: bytes, binary: bytes):
     if not dt.isnative:
         arr = arr.astype(dt.newbyteorder("="))
     return arr
+
+
+def unpack_values(packed: bytes, blob: bytes) -> list[Any]:
+    """Decode a ``values_only`` batch reply (see ``BatchGetVariablesResponse.packed_values``).
+
+    One ``json.loads`` for the whole batch; arrays are read-only views into ``blob``.
+    """
+    try:
+        items = json.loads(packed)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidArgument("packed batch reply is not valid JSON") from None
+    view = memoryview(blob)
+    offset = 0
+    out = []
+    for item in items:
+        type_name, value = item[0], item[1]
+        if len(item) == 3:  # raw array: its bytes are the next item[2] bytes of the blob
+            end = offset + item[2]
+            value = _array_from(type_name, _binary_meta(type_name, value), view[offset:end])
+            offset = end
+        elif type_name == "float" and value.__class__ is not float:
+            value = _SPECIAL_IN[value] if value.__class__ is str else float(value)
+        elif type_name in ("embedding", "tensor"):
+            value = _decode_json_array(type_name, value)
+        out.append(value)
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import subprocess
 import sys
 import textwrap
@@ -711,3 +712,36 @@ def test_client_import_does_not_load_the_server_package():
             "print(any(m.startswith('dspex_notebook.server') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_bulk_read_of_mixed_types_in_one_round_trip(session):
+    """get_variables uses the packed values_only reply: every type, arrays sharing one blob,
+    special floats, duplicates and missing names interleaved."""
+    values = {
+        "f": 0.5, "nan": float("nan"), "inf": float("-inf"), "i": 7, "s": "hé", "b": False,
+        "c": "x", "m": "Predict", "e1": np.arange(3, dtype=np.float32),
+        "t": np.arange(6, dtype=np.int16).reshape(2, 3), "e2": np.ones(5),
+        "l": [1, "a", None], "d": {"k": [1.5]},
+    }
+    types = {"f": "float", "nan": "float", "inf": "float", "i": "integer", "s": "string",
+             "b": "boolean", "c": "choice", "m": "module", "e1": "embedding", "t": "tensor",
+             "e2": "embedding", "l": "list", "d": "dict"}
+    cons = {"nan": {"allow_nonfinite": True}, "inf": {"allow_nonfinite": True},
+            "c": {"choices": ["x", "y"]}}
+    await session.register_variables([
+        {"name": n, "type": types[n], "initial_value": v, "constraints": cons.get(n)}
+        for n, v in values.items()
+    ])
+    session.set_cache_config(ttl=0)  # every name goes to the server
+    names = ["e1", "missing1", *values, "e1", "missing2"]
+    got = await session.get_variables(names, defaults={"missing1": 1, "missing2": 2})
+    assert list(got) == ["e1", "missing1", *[n for n in values if n != "e1"], "missing2"]
+    for name, want in values.items():
+        have = got[name]
+        if isinstance(want, np.ndarray):
+            assert have.dtype == want.dtype and have.shape == want.shape
+            assert np.array_equal(have, want) and not have.flags.writeable
+        elif isinstance(want, float) and math.isnan(want):
+            assert math.isnan(have)
+        else:
+            assert have == want and type(have) is type(want)

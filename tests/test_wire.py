@@ -445,6 +445,13 @@ async def test_client_against_an_old_style_server():
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"Variable not found: {request.variable_identifier}")
 
+        async def GetVariables(self, request, context):  # knows nothing of values_only
+            reply = pb.BatchGetVariablesResponse(missing_variables=["gone"])
+            var = reply.variables["t"]
+            var.name, var.type = "t", "float"
+            var.value.type_url, var.value.value = URL + "float", b"0.25"
+            return reply
+
     server = grpc.aio.server()
     pb_grpc.add_BridgeServiceServicer_to_server(OldServer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -462,6 +469,7 @@ async def test_client_against_an_old_style_server():
             await ctx.set_variable("x", 1.5)
         with pytest.raises(KeyError):
             await ctx.get_variable("nothing")
+        assert await ctx.get_variables(["t", "gone"], defaults={"gone": 1}) == {"t": 0.25, "gone": 1}
     finally:
         await channel.close()
         await server.stop(None)

@@ -578,19 +578,21 @@ class SetVariableResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ..., new_version: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class BatchGetVariablesRequest(_message.Message):
-    __slots__ = ("session_id", "variable_identifiers", "include_metadata", "bypass_cache")
+    __slots__ = ("session_id", "variable_identifiers", "include_metadata", "bypass_cache", "values_only")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VARIABLE_IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
     BYPASS_CACHE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_ONLY_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     variable_identifiers: _containers.RepeatedScalarFieldContainer[str]
     include_metadata: bool
     bypass_cache: bool
-    def __init__(self, session_id: _Optional[str] = ..., variable_identifiers: _Optional[_Iterable[str]] = ..., include_metadata: _Optional[bool] = ..., bypass_cache: _Optional[bool] = ...) -> None: ...
+    values_only: bool
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifiers: _Optional[_Iterable[str]] = ..., include_metadata: _Optional[bool] = ..., bypass_cache: _Optional[bool] = ..., values_only: _Optional[bool] = ...) -> None: ...
 
 class BatchGetVariablesResponse(_message.Message):
-    __slots__ = ("variables", "missing_variables", "revision")
+    __slots__ = ("variables", "missing_variables", "revision", "packed_values", "packed_binary")
     class VariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -601,10 +603,14 @@ class BatchGetVariablesResponse(_message.Message):
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
     MISSING_VARIABLES_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    PACKED_VALUES_FIELD_NUMBER: _ClassVar[int]
+    PACKED_BINARY_FIELD_NUMBER: _ClassVar[int]
     variables: _containers.MessageMap[str, Variable]
     missing_variables: _containers.RepeatedScalarFieldContainer[str]
     revision: int
-    def __init__(self, variables: _Optional[_Mapping[str, Variable]] = ..., missing_variables: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ...) -> None: ...
+    packed_values: bytes
+    packed_binary: bytes
+    def __init__(self, variables: _Optional[_Mapping[str, Variable]] = ..., missing_variables: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., packed_values: _Optional[bytes] = ..., packed_binary: _Optional[bytes] = ...) -> None: ...
 
 class BatchSetVariablesRequest(_message.Message):
     __slots__ = ("session_id", "updates", "metadata", "atomic", "binary_updates")

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from .. import _codec
+from .._errors import DspexError
 from .._proto import snakepit_bridge_pb2 as pb
 from .._proto import snakepit_bridge_pb2_grpc as pb_grpc
 from .convert import set_any, timestamp_to_datetime, value_of, variable_from_pb
@@ -181,10 +182,17 @@ class Bridge:
     async def get_values(self, session_id: str, idents: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
         """Like :meth:`get_variables` but decodes only the values: ``({ident: value}, missing)``."""
         req = pb.BatchGetVariablesRequest(session_id=session_id, variable_identifiers=idents,
-                                          bypass_cache=True)
+                                          bypass_cache=True, values_only=True)
         reply = await self._call(self._stub.GetVariables, req, "GetVariables")
-        found = {ident: value_of(var) for ident, var in reply.variables.items()}
-        return found, list(reply.missing_variables)
+        missing = list(reply.missing_variables)
+        if reply.variables or not reply.packed_values:  # a server without values_only
+            return {ident: value_of(var) for ident, var in reply.variables.items()}, missing
+        absent = set(missing)
+        order = [i for i in dict.fromkeys(idents) if i not in absent]
+        values = _codec.unpack_values(reply.packed_values, reply.packed_binary)
+        if len(values) != len(order):
+            raise DspexError(f"GetVariables: {len(values)} values for {len(order)} identifiers")
+        return dict(zip(order, values, strict=True)), missing
 
     async def set_variables(
         self, session_id: str, updates: Mapping[str, tuple[str, Any]],

@@ -258,12 +258,34 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
         # from each record's cached serialized Variable: no per-item message copies.
         found, missing = self.store.get_many(principal, request.session_id,
                                              list(request.variable_identifiers))
+        if request.values_only and raw:
+            return self._packed_values(found, missing)
         parts = [
             pbwire.map_entry(1, ident.encode(), self._var_bytes(rec, raw))
             for ident, rec in found.items()
         ]
         parts += [pbwire.field_bytes(2, m.encode()) for m in missing]
         parts.append(pbwire.field_varint(3, self.store.revision))
+        return b"".join(parts)
+
+    def _packed_values(self, found: Mapping[str, VarRecord], missing: list[str]) -> bytes:
+        """The ``values_only`` reply: one JSON document plus concatenated raw arrays."""
+        elements, blobs = [], []
+        for rec in found.values():
+            element = rec.cache.get("packed")
+            if element is None:
+                row = rec.row
+                element = b'["' + row.type.encode() + b'",' + row.data
+                element += (b"," + str(len(row.binary)).encode() + b"]") if row.binary else b"]"
+                rec.cache["packed"] = element
+            elements.append(element)
+            if rec.row.binary:
+                blobs.append(rec.row.binary)
+        parts = [pbwire.field_bytes(2, m.encode()) for m in missing]
+        parts.append(pbwire.field_varint(3, self.store.revision))
+        parts.append(pbwire.field_bytes(4, b"[" + b",".join(elements) + b"]"))
+        if blobs:
+            parts.append(pbwire.field_bytes(5, b"".join(blobs)))
         return b"".join(parts)
 
     @_rpc

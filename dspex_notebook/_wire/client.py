@@ -26,6 +26,10 @@ DEFAULT_CHANNEL_OPTIONS = (
 )
 
 
+def _what(what: str, ident: str | None) -> str:
+    return what if ident is None else f"{what}({ident!r})"
+
+
 def insecure_channel(address: str) -> grpc.aio.Channel:
     """A grpc.aio channel to ``address`` with this package's message-size limits."""
     return grpc.aio.insecure_channel(address, options=DEFAULT_CHANNEL_OPTIONS)
@@ -38,10 +42,11 @@ class Bridge:
                  timeout: float | None = 30.0) -> None:
         self.channel = channel
         self._stub = pb_grpc.BridgeServiceStub(channel)
-        md = [(CODEC_KEY, "raw")]
-        if token:
-            md.append(("authorization", f"Bearer {token}"))
-        self._md = tuple(md)
+        auth = (("authorization", f"Bearer {token}"),) if token else ()
+        # Only replies that carry values depend on the codec, so only those calls say "raw"
+        # (one header less on writes, which are latency-bound).
+        self._md = auth
+        self._md_values = ((CODEC_KEY, "raw"), *auth)
         self.timeout = timeout
         #: arrays travel as raw bytes unless the peer is an old snakepit server (see ping()).
         self.binary = True
@@ -51,9 +56,11 @@ class Bridge:
         # fall back to the loop of the first call when a channel-like object lacks it).
         self._loop: asyncio.AbstractEventLoop | None = getattr(channel, "_loop", None)
 
-    async def _call(self, method: Any, request: Any, what: str) -> Any:
+    async def _call(self, method: Any, request: Any, what: str, ident: str | None = None,
+                    values: bool = False) -> Any:
+        """Call ``method``; ``what``/``ident`` name the call in errors (formatted only then)."""
         if self.closed:
-            raise RuntimeError(f"{what}: this SessionContext is closed")
+            raise RuntimeError(f"{_what(what, ident)}: this SessionContext is closed")
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             if self._loop is not None:
@@ -65,9 +72,10 @@ class Bridge:
                 )
             self._loop = loop
         try:
-            return await method(request, metadata=self._md, timeout=self.timeout)
+            return await method(request, metadata=self._md_values if values else self._md,
+                                timeout=self.timeout)
         except grpc.RpcError as err:
-            raise error_from_rpc(err, what) from None
+            raise error_from_rpc(err, _what(what, ident)) from None
 
     def _value(self, type_name: str, value: Any) -> tuple[str, bytes, bytes]:
         return _codec.encode(type_name, value, binary=self.binary)
@@ -122,7 +130,8 @@ class Bridge:
             initial_binary_value=binary, replace=replace,
         )
         set_any(req.initial_value, type_url, data)
-        reply = await self._call(self._stub.RegisterVariable, req, f"RegisterVariable({name!r})")
+        reply = await self._call(self._stub.RegisterVariable, req, "RegisterVariable", name,
+                                 values=True)
         if reply.HasField("variable"):
             return variable_from_pb(reply.variable)
         return reply.variable_id  # an old server answers with the id only
@@ -150,13 +159,14 @@ class Bridge:
                 replace=bool(spec.get("replace", False)),
             )
             set_any(item.initial_value, type_url, data)
-        reply = await self._call(self._stub.RegisterVariables, req, "RegisterVariables")
+        reply = await self._call(self._stub.RegisterVariables, req, "RegisterVariables",
+                                 values=True)
         return [variable_from_pb(v) for v in reply.variables]
 
     async def get_variable(self, session_id: str, ident: str, value_only: bool = False) -> Any:
         """The :class:`Variable` (or only its value, skipping the metadata decoding)."""
         req = pb.GetVariableRequest(session_id=session_id, variable_identifier=ident, bypass_cache=True)
-        reply = await self._call(self._stub.GetVariable, req, f"GetVariable({ident!r})")
+        reply = await self._call(self._stub.GetVariable, req, "GetVariable", ident, values=True)
         return value_of(reply.variable) if value_only else variable_from_pb(reply.variable)
 
     async def set_variable(
@@ -164,18 +174,21 @@ class Bridge:
         metadata: Mapping[str, str], expected_version: int | None,
     ) -> int:
         type_url, data, binary = self._value(type_name, value)
-        req = pb.SetVariableRequest(session_id=session_id, variable_identifier=ident,
-                                    metadata=metadata, binary_value=binary)
+        req = pb.SetVariableRequest(session_id=session_id, variable_identifier=ident)
+        if metadata:
+            req.metadata.update(metadata)
+        if binary:
+            req.binary_value = binary
         if expected_version is not None:
             req.expected_version = expected_version
         set_any(req.value, type_url, data)
-        reply = await self._call(self._stub.SetVariable, req, f"SetVariable({ident!r})")
+        reply = await self._call(self._stub.SetVariable, req, "SetVariable", ident)
         return reply.new_version
 
     async def get_variables(self, session_id: str, idents: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
         req = pb.BatchGetVariablesRequest(session_id=session_id, variable_identifiers=idents,
                                           include_metadata=True, bypass_cache=True)
-        reply = await self._call(self._stub.GetVariables, req, "GetVariables")
+        reply = await self._call(self._stub.GetVariables, req, "GetVariables", values=True)
         found = {ident: variable_from_pb(var) for ident, var in reply.variables.items()}
         return found, list(reply.missing_variables)
 
@@ -183,7 +196,7 @@ class Bridge:
         """Like :meth:`get_variables` but decodes only the values: ``({ident: value}, missing)``."""
         req = pb.BatchGetVariablesRequest(session_id=session_id, variable_identifiers=idents,
                                           bypass_cache=True, values_only=True)
-        reply = await self._call(self._stub.GetVariables, req, "GetVariables")
+        reply = await self._call(self._stub.GetVariables, req, "GetVariables", values=True)
         missing = list(reply.missing_variables)
         if reply.variables or not reply.packed_values:  # a server without values_only
             return {ident: value_of(var) for ident, var in reply.variables.items()}, missing
@@ -209,12 +222,12 @@ class Bridge:
 
     async def list_variables(self, session_id: str, pattern: str = "") -> list[Any]:
         req = pb.ListVariablesRequest(session_id=session_id, pattern=pattern)
-        reply = await self._call(self._stub.ListVariables, req, "ListVariables")
+        reply = await self._call(self._stub.ListVariables, req, "ListVariables", values=True)
         return [variable_from_pb(v) for v in reply.variables]
 
     async def delete_variable(self, session_id: str, ident: str) -> None:
         req = pb.DeleteVariableRequest(session_id=session_id, variable_identifier=ident)
-        await self._call(self._stub.DeleteVariable, req, f"DeleteVariable({ident!r})")
+        await self._call(self._stub.DeleteVariable, req, "DeleteVariable", ident)
 
     async def close(self) -> None:
         await self.channel.close()

@@ -6,7 +6,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/optimizers.py --quick    # 5 seeds, 3 timing repeats
     .venv/bin/python benchmarks/optimizers.py --only speed --output /tmp/opt.md
 
-It prints markdown tables (copied into ``docs/perf-optimizers.md``):
+It prints markdown tables (copied into ``docs/performance.md``):
 
 * quality per function and method over the same seeds: how many runs reached the target
   (best-so-far within 0.01 of the optimum; true-accuracy regret <= 0.05 for the noisy

@@ -165,6 +165,15 @@ class BaseOptimizer(ABC):
         self._pending: Any = _NOTHING
         self._best: Observation | None = None
         self._stop_reason: str | None = None
+        self.setup()
+
+    def setup(self) -> None:  # noqa: B027 - optional hook, deliberately empty
+        """Read your config keys and initialise state; called at the end of ``__init__``.
+
+        Override this instead of ``__init__`` (no need to repeat its signature); ``self.space``,
+        ``self.config`` (defaults filled in), ``self.rng``, ``self.direction``,
+        ``self.max_iterations`` and ``self.convergence_threshold`` are set.
+        """
 
     # -- to implement ----------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ or once two repeats reproduced their values exactly, since repeats cannot teach 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,6 @@ import numpy as np
 from .acquisition import acquisition_scores
 from .base import BaseOptimizer, StopReason
 from .gp import GaussianProcess
-from .space import SearchSpace
 
 __all__ = ["BayesianOptimizer"]
 
@@ -70,20 +68,7 @@ class BayesianOptimizer(BaseOptimizer):
         "noise": "auto",
     }
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        config: Mapping[str, Any] | None = None,
-        *,
-        direction: str,
-        seed: int | None = None,
-        max_iterations: int | None = None,
-        convergence_threshold: float | None = None,
-    ) -> None:
-        super().__init__(
-            space, config, direction=direction, seed=seed, max_iterations=max_iterations,
-            convergence_threshold=convergence_threshold,
-        )
+    def setup(self) -> None:
         acq = self.config["acquisition_function"]
         acq = acq.lower() if isinstance(acq, str) else acq
         self.config["acquisition_function"] = "ucb" if acq == "lcb" else acq

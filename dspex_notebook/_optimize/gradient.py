@@ -27,11 +27,11 @@ objectives; stops after two consecutive steps below ``threshold``.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Mapping
+from collections.abc import Generator
 from typing import Any
 
 from .base import BaseOptimizer, StopReason
-from .space import SearchSpace, same_value
+from .space import same_value
 
 __all__ = ["GradientOptimizer"]
 
@@ -65,26 +65,13 @@ class GradientOptimizer(BaseOptimizer):
         "x0": None,
     }
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        config: Mapping[str, Any] | None = None,
-        *,
-        direction: str,
-        seed: int | None = None,
-        max_iterations: int | None = None,
-        convergence_threshold: float | None = None,
-    ) -> None:
-        super().__init__(
-            space, config, direction=direction, seed=seed, max_iterations=max_iterations,
-            convergence_threshold=convergence_threshold,
-        )
+    def setup(self) -> None:
         self.method = self._config_choice("method", ("central", "spsa"))
         self.learning_rate = self._config_number("learning_rate", low=0.0, high=1.0, low_open=True)
         self.perturbation = self._config_number("perturbation", low=0.0, high=0.5, low_open=True)
         start = self._config_start()
         self.tolerance = (
-            _DEFAULT_TOLERANCE if convergence_threshold is None else float(convergence_threshold)
+            _DEFAULT_TOLERANCE if self.convergence_threshold is None else self.convergence_threshold
         )
         self._x = self.space.to_unit(start) if start is not None else self._snap(0.5)
         # The first proposal is the start value itself, not its round trip through unit space.

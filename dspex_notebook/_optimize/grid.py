@@ -9,12 +9,11 @@ shorter than the grid (``truncated`` is then True).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from .base import BaseOptimizer, StopReason
 from .errors import OptimizerConfigError, SearchSpaceError
-from .space import SearchSpace
 
 __all__ = ["GridSearchOptimizer"]
 
@@ -39,20 +38,7 @@ class GridSearchOptimizer(BaseOptimizer):
     check_convergence = False
     config_defaults = {"values": None, "n_points": None, "shuffle": False}
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        config: Mapping[str, Any] | None = None,
-        *,
-        direction: str,
-        seed: int | None = None,
-        max_iterations: int | None = None,
-        convergence_threshold: float | None = None,
-    ) -> None:
-        super().__init__(
-            space, config, direction=direction, seed=seed, max_iterations=max_iterations,
-            convergence_threshold=convergence_threshold,
-        )
+    def setup(self) -> None:
         if not isinstance(self.config["shuffle"], bool):
             raise OptimizerConfigError(f"{self.name}: config 'shuffle' must be true or false")
         grid = self._build()

@@ -260,3 +260,25 @@ def test_the_subclass_example_in_the_docs_runs(drive: Any) -> None:
         assert opt.best is not None and abs(opt.best[0] - 1.3) < 0.2
     finally:
         unregister_optimizer("local_random")
+
+
+def test_setup_hook_runs_after_the_base_initialisation() -> None:
+    from dspex_notebook.optimize import BaseOptimizer, space_for
+
+    class Counting(BaseOptimizer):
+        config_defaults = {"start": 0.5}
+
+        def setup(self) -> None:
+            # everything the base class resolves is there already
+            self.start = self.config["start"]
+            self.seen_direction = self.direction
+            self.calls = 0
+
+        def propose(self):
+            self.calls += 1
+            return self.start
+
+    opt = Counting(space_for("float", {"min": 0, "max": 1}), {"start": 0.25},
+                   direction="maximize", seed=3)
+    assert (opt.start, opt.seen_direction) == (0.25, "maximize")
+    assert opt.suggest() == 0.25 and opt.calls == 1

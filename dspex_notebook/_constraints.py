@@ -272,20 +272,21 @@ def _boolean(value: Any, c: Mapping[str, Any], name: str) -> bool:
     return value
 
 
-def _choice(value: Any, c: Mapping[str, Any], name: str) -> str:
-    if not isinstance(value, str):
-        raise _type_error(name, "choice", value, " (choices are strings)")
-    if "choices" in c and value not in c["choices"]:
-        raise _violation(name, f"value {_short(value)} is not one of {c['choices']!r}", "choices")
-    return value
+def _named(type_name: str, noun: str, hint: str):
+    """Validator for choice/module: a string, one of ``choices`` when given."""
+
+    def check(value: Any, c: Mapping[str, Any], name: str) -> str:
+        if not isinstance(value, str):
+            raise _type_error(name, type_name, value, hint)
+        if "choices" in c and value not in c["choices"]:
+            raise _violation(name, f"{noun} {_short(value)} is not one of {c['choices']!r}", "choices")
+        return value
+
+    return check
 
 
-def _module(value: Any, c: Mapping[str, Any], name: str) -> str:
-    if not isinstance(value, str):
-        raise _type_error(name, "module", value, " (a module reference is its name)")
-    if "choices" in c and value not in c["choices"]:
-        raise _violation(name, f"module {_short(value)} is not one of {c['choices']!r}", "choices")
-    return value
+_choice = _named("choice", "value", " (choices are strings)")
+_module = _named("module", "module", " (a module reference is its name)")
 
 
 def _array(value: Any, type_name: str, name: str):  # -> np.ndarray

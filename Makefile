@@ -11,7 +11,8 @@ UV_VERSION := 0.13.9
 # Create the virtualenv with the locked dependencies (uv comes from PyPI into the venv itself).
 $(VENV)/.synced: pyproject.toml uv.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	test -x $(UV) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
+	test -x $(UV) || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; \
+	                   $(PY) -m pip install -q "uv==$(UV_VERSION)"; }
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync -q --frozen --extra dev --python $(PY)
 	touch $@
 
@@ -23,8 +24,8 @@ demo: $(VENV)/.synced
 lab: $(VENV)/.synced
 	$(VENV)/bin/jupyter lab notebooks/
 
-## test: set up, check generated protobuf code, run the whole test suite
-test: $(VENV)/.synced check-protos
+## test: set up, check generated protobuf code, lint and type-check, run the whole test suite
+test: $(VENV)/.synced check-protos lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: $(VENV)/.synced
@@ -44,6 +45,7 @@ bench: $(VENV)/.synced
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check dspex_notebook tests benchmarks scripts
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

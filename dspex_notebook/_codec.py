@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ._constraints import TENSOR_DTYPES, cast_array
@@ -38,7 +39,7 @@ _BIN_URLS = {t: TYPE_URL_PREFIX + t + ".binary" for t in ("embedding", "tensor")
 _SPECIAL_OUT = {"nan": b'"NaN"', "inf": b'"Infinity"', "-inf": b'"-Infinity"'}
 _SPECIAL_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _MAX_NDIM = 32
-_FAST = {
+_FAST: dict[str, tuple[str, Callable[[bytes], Any]]] = {
     _URLS["float"]: ("float", float),
     _URLS["integer"]: ("integer", int),
     _URLS["boolean"]: ("boolean", {b"true": True, b"false": False}.__getitem__),

@@ -113,7 +113,7 @@ def _check_kind(name: str, key: str, kind: str, val: Any) -> Any:
     if kind in ("int", "nonneg"):
         if not isinstance(val, numbers.Integral) or isinstance(val, bool):
             raise bad("an integer")
-        if kind == "nonneg" and val < 0:
+        if kind == "nonneg" and int(val) < 0:
             raise bad("a non-negative integer")
         return int(val)
     if kind == "bool":
@@ -136,7 +136,7 @@ def _check_kind(name: str, key: str, kind: str, val: Any) -> Any:
         return list(val)
     if kind == "shape":
         if not isinstance(val, (list, tuple)) or not all(
-            v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= -1)
+            v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= -1)
             for v in val
         ):
             raise bad("a list of non-negative integers (None or -1 for any size)")

@@ -84,6 +84,16 @@ def _rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
     return handler
 
 
+def _unsupported(what: str) -> Callable[..., Any]:
+    """A handler that answers UNIMPLEMENTED (after authenticating) with a clear message."""
+
+    @_rpc
+    def handler(self: BridgeServicer, request: Any, principal: str, raw: bool) -> Any:
+        raise Unsupported(f"{what} is not supported by this dspex-notebook server")
+
+    return handler
+
+
 class BridgeServicer(pb_grpc.BridgeServiceServicer):
     """``snakepit.bridge.BridgeService`` backed by a :class:`Store`."""
 
@@ -319,13 +329,6 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
 
     # ------------------------------------------------------------------------------------------
     # not served (yet): a clear UNIMPLEMENTED instead of the generated base class' exception
-
-    def _unsupported(what: str):  # noqa: N805 - decorator factory used in the class body
-        @_rpc
-        def handler(self, request, principal, raw):
-            raise Unsupported(f"{what} is not supported by this dspex-notebook server")
-
-        return handler
 
     ExecuteTool = _unsupported("ExecuteTool (tool bridge)")
     RegisterTools = _unsupported("RegisterTools (tool bridge)")

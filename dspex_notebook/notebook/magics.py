@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from typing import Any
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -47,10 +47,10 @@ class DspexMagicError(UsageError):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would sys.exit()
+    def error(self, message: str) -> NoReturn:  # argparse would sys.exit()
         raise UsageError(f"{self.prog}: {message}\n\n{USAGE}")
 
-    def exit(self, status: int = 0, message: str | None = None) -> None:
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         raise UsageError(message or USAGE)
 
 
@@ -104,6 +104,8 @@ class DspexMagics(Magics):
         return self.notebook_session.context
 
     def _eval(self, expr: str) -> Any:
+        if self.shell is None:
+            raise UsageError("dspex_notebook magics need an IPython shell")
         return self.shell.ev(expr)
 
     @line_cell_magic

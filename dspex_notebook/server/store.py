@@ -40,6 +40,7 @@ from .._errors import (
 from .backends.base import Backend, Commit, HistoryRow, SessionRow, VariableRow
 from .limits import Limits
 
+List = list  # `Store.list` (the RPC) shadows the builtin inside the class body
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/\-]*\Z")
 
 
@@ -172,11 +173,11 @@ class Store:
         return self._vars[vid]
 
     def get_many(
-        self, principal: str, session_id: str, idents: list[str]
-    ) -> tuple[dict[str, VarRecord], list[str]]:
+        self, principal: str, session_id: str, idents: List[str]
+    ) -> tuple[dict[str, VarRecord], List[str]]:
         sess = self._session(principal, session_id)
         found: dict[str, VarRecord] = {}
-        missing: list[str] = []
+        missing: List[str] = []
         for ident in idents:
             try:
                 found[ident] = self._resolve_in(sess, ident)
@@ -184,7 +185,7 @@ class Store:
                 missing.append(ident)
         return found, missing
 
-    def list(self, principal: str, session_id: str, pattern: str = "") -> list[VarRecord]:
+    def list(self, principal: str, session_id: str, pattern: str = "") -> List[VarRecord]:
         """Variables of the session in registration order; ``pattern`` is a glob on names."""
         sess = self._session(principal, session_id)
         recs = [self._vars[vid] for vid in sess.by_name.values()]
@@ -194,7 +195,7 @@ class Store:
         return recs
 
     def history(self, principal: str, session_id: str, ident: str, limit: int = 100,
-                offset: int = 0) -> list[HistoryRow]:
+                offset: int = 0) -> List[HistoryRow]:
         rec = self.resolve(principal, session_id, ident)
         return self.backend.history(rec.id, limit, offset)
 
@@ -219,9 +220,9 @@ class Store:
 
     def register_many(
         self, principal: str, session_id: str,
-        specs: list[tuple[str, str, Any, Mapping[str, Any] | None, Mapping[str, str], bool]],
+        specs: List[tuple[str, str, Any, Mapping[str, Any] | None, Mapping[str, str], bool]],
         updates: Mapping[str, Any] | None = None, update_metadata: Mapping[str, str] | None = None,
-    ) -> list[VarRecord]:
+    ) -> List[VarRecord]:
         """Register ``(name, type, value, constraints, metadata, replace)`` specs and apply
         ``updates`` (identifier -> value) in one transaction: all or nothing, one revision."""
         sess = self._session(principal, session_id)
@@ -237,7 +238,7 @@ class Store:
         rev = self.revision + 1
         now = self._clock()
         commit = Commit(rev)
-        staged: list[VarRecord] = []
+        staged: List[VarRecord] = []
         seen: set[str] = set()
         for name, type_name, raw_value, constraints, metadata, replace in specs:
             _check_id("variable name", name, self.limits.max_name_length, _NAME_RE)
@@ -265,7 +266,7 @@ class Store:
                 commit.history.append(self._tombstone(self._vars[old_id].row, rev, now, metadata))
             staged.append(VarRecord(row, value, cons))
         by_id: dict[str, str] = {}
-        updated: list[VarRecord] = []
+        updated: List[VarRecord] = []
         for ident, raw in updates.items():
             if ident in seen:
                 raise InvalidArgument(f"{ident!r} is registered and updated in the same batch")

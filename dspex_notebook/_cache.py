@@ -123,11 +123,12 @@ class ValueCache:
     def _evict(self) -> None:
         try:
             if self.policy == "lfu":
-                victim = min(self._entries, key=lambda k: self._entries[k][2])
+                # snapshot first: another thread may change the dict while min() iterates
+                victim = min(list(self._entries.items()), key=lambda kv: kv[1][2])[0]
                 del self._entries[victim]
             else:  # lru keeps recency order, fifo insertion order: both evict the first
                 self._entries.popitem(last=False)
-        except KeyError:  # emptied by another thread meanwhile
+        except (KeyError, ValueError, RuntimeError):  # emptied/changed by another thread
             return
         self.evictions += 1
 

@@ -20,6 +20,7 @@ from typing import Any
 from ._cache import MISS, ValueCache
 from ._constraints import canonical_type, check_constraints, validate
 from ._errors import (
+    ConstraintViolation,
     DspexError,
     InvalidArgument,
     VariableExistsError,
@@ -101,6 +102,7 @@ class SessionContext:
         self._known: dict[str, _Known] = {}  # by name and by id
         self._owns_channel = False
         self._closed = False
+        self._writes = 0  # write generation, see _cache_value
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
@@ -215,11 +217,39 @@ class SessionContext:
             self._known.pop(known.name, None)
         self._cache.invalidate(*keys)
 
-    def _cache_value(self, ident: str, value: Any) -> None:
+    def _cache_value(self, ident: str, value: Any, since: int | None = None) -> None:
+        """Cache ``value`` under ``ident`` (a name or an id).
+
+        Only variables whose id and name are known are cached, so a later write through either
+        identifier can invalidate both. ``since`` is the write generation a read started at: if
+        a write began meanwhile, the read's (possibly older) value is not cached.
+        """
         known = self._known.get(ident)
-        if known is not None:  # a write by name must not leave a stale value under the id
-            self._cache.invalidate(known.name if ident == known.id else known.id)
+        if known is None or (since is not None and since != self._writes):
+            self._cache.invalidate(ident)
+            return
+        self._cache.invalidate(known.name if ident == known.id else known.id)
         self._cache.put(ident, value)
+
+    def _invalidate(self, ident: str) -> None:
+        """Drop cached values under ``ident`` and its other identifier (name <-> id)."""
+        known = self._known.get(ident)
+        self._cache.invalidate(ident, *((known.id, known.name) if known is not None else ()))
+
+    def _start_write(self) -> None:
+        self._writes += 1  # reads in flight from before this write will not cache their result
+
+    async def _prepare_fresh(self, ident: str, value: Any,
+                             type_hint: str | None = None) -> tuple[str, Any, bool]:
+        """:meth:`_prepare`, re-reading the variable's type and constraints once when the local
+        copy refuses the value (another client may have re-registered it meanwhile)."""
+        try:
+            return self._prepare(ident, value, type_hint)
+        except (VariableTypeError, ConstraintViolation):
+            if ident not in self._known:
+                raise
+            await self.get_variable_info(ident)
+            return self._prepare(ident, value, type_hint)
 
     def _prepare(self, ident: str, value: Any, type_hint: str | None = None) -> tuple[str, Any, bool]:
         """``(type, value_to_send, canonical)``: validated locally when the type is known."""
@@ -253,6 +283,7 @@ class SessionContext:
             if value is not MISS:
                 return value
         known = name in self._known  # then only the value needs decoding
+        since = self._writes
         try:
             var = await self._bridge.get_variable(self.session_id, name, value_only=known)
         except VariableNotFoundError:
@@ -260,17 +291,18 @@ class SessionContext:
                 return default
             raise
         if known:
-            self._cache_value(name, var)
+            self._cache_value(name, var, since)
             return var
         self._learn(var, name)
-        self._cache_value(name, var.value)
+        self._cache_value(name, var.value, since)
         return var.value
 
     async def get_variable_info(self, name: str) -> Variable:
         """The full :class:`Variable` (value, type, constraints, version, ...) from the server."""
+        since = self._writes
         var = await self._bridge.get_variable(self.session_id, name)
         self._learn(var, name)
-        self._cache_value(name, var.value)
+        self._cache_value(name, var.value, since)
         return var
 
     async def get_variables(self, names: Iterable[str], defaults: Mapping[str, Any] | None = None,
@@ -290,11 +322,12 @@ class SessionContext:
         defaults = defaults or {}
         result: dict[str, Any] = {}
         missing: list[str] = []
+        since = self._writes
         if include_metadata:
             found, missing = await self._bridge.get_variables(self.session_id, names)
             for ident, var in found.items():
                 self._learn(var, ident)
-                self._cache_value(ident, var.value)
+                self._cache_value(ident, var.value, since)
                 result[ident] = {"value": var.value, "metadata": var.as_dict()}
         else:
             cache = self._cache
@@ -313,7 +346,7 @@ class SessionContext:
                 result.update(found)
                 if cache.ttl > 0:
                     for ident, value in found.items():
-                        self._cache_value(ident, value)
+                        self._cache_value(ident, value, since)
         absent = [n for n in missing if n not in defaults]
         if absent:
             raise VariableNotFoundError(f"Variables not found: {', '.join(absent)}")
@@ -355,11 +388,12 @@ class SessionContext:
             VariableExistsError (ValueError): the name is taken and ``replace`` is false.
         """
         spec = self._check_spec(name, type, initial_value, constraints)
+        self._start_write()
         var = await self._bridge.register_variable(
             self.session_id, name, spec[0], spec[2], spec[1], dict(metadata or {}), replace
         )
+        self._forget(name)  # a replaced variable's old id, type and cached values go
         if isinstance(var, str):  # an old server returns only the id
-            self._forget(name)
             return var
         self._learn(var)
         self._cache_value(name, var.value)
@@ -391,8 +425,10 @@ class SessionContext:
         ``metadata``, ``replace``.
         """
         specs = [self._spec(item) for item in variables]
+        self._start_write()
         created = await self._bridge.register_variables(self.session_id, specs)
         for var in created:
+            self._forget(var.name)
             self._learn(var)
             self._cache_value(var.name, var.value)
         return {var.name: var.id for var in created}
@@ -409,14 +445,17 @@ class SessionContext:
             DspexError: the first problem found (locally or on the server); nothing was applied.
         """
         specs = [self._spec(item) for item in registrations]
-        to_send = {ident: self._prepare(ident, value)[:2] for ident, value in (updates or {}).items()}
+        to_send = {ident: (await self._prepare_fresh(ident, value))[:2]
+                   for ident, value in (updates or {}).items()}
+        self._start_write()
         created = await self._bridge.register_variables(self.session_id, specs, to_send,
                                                         dict(metadata or {}))
+        for ident in to_send:
+            self._invalidate(ident)
         for var in created:
+            self._forget(var.name)
             self._learn(var)
             self._cache_value(var.name, var.value)
-        for ident in to_send:
-            self._cache.invalidate(ident)
         return {**{v.name: "registered" for v in created}, **{k: "updated" for k in to_send}}
 
     async def set_variable(
@@ -440,7 +479,8 @@ class SessionContext:
             VersionConflict (ValueError): ``expected_version`` did not match.
             AccessDenied (PermissionError): the caller may not write it.
         """
-        type_name, send, canonical = self._prepare(name, value, type_hint)
+        type_name, send, canonical = await self._prepare_fresh(name, value, type_hint)
+        self._start_write()
         try:
             version = await self._bridge.set_variable(
                 self.session_id, name, type_name, send, dict(metadata or {}), expected_version
@@ -459,7 +499,7 @@ class SessionContext:
         if canonical:
             self._cache_value(name, send)
         else:
-            self._cache.invalidate(name)
+            self._invalidate(name)
         return version
 
     async def update_variables(self, updates: Mapping[str, Any],
@@ -476,13 +516,14 @@ class SessionContext:
         canonical: dict[str, bool] = {}
         for ident, value in updates.items():
             try:
-                type_name, send, canonical[ident] = self._prepare(ident, value)
+                type_name, send, canonical[ident] = await self._prepare_fresh(ident, value)
                 to_send[ident] = (type_name, send)
             except DspexError as exc:
                 results[ident] = str(exc)
         if results and atomic:
             return self._atomic_failure(updates, results)
         if to_send:
+            self._start_write()
             _ok, errors, _versions = await self._bridge.set_variables(
                 self.session_id, to_send, dict(metadata or {}), atomic
             )
@@ -496,7 +537,7 @@ class SessionContext:
             if canonical[ident]:
                 self._cache_value(ident, send)
             else:
-                self._cache.invalidate(ident)
+                self._invalidate(ident)
         return {ident: results[ident] for ident in updates}
 
     @staticmethod
@@ -513,6 +554,7 @@ class SessionContext:
         Raises:
             VariableNotFoundError: no such variable.
         """
+        self._start_write()
         try:
             await self._bridge.delete_variable(self.session_id, name)
         finally:

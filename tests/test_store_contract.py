@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import dspex_notebook as dn
+from dspex_notebook._errors import InvalidArgument
 from dspex_notebook.server import Limits, Store
 from dspex_notebook.server.backends import Backend, MemoryBackend, SQLiteBackend, StoreLocked
 
@@ -444,3 +445,25 @@ def test_an_empty_batch_writes_nothing(store):
     assert store.register_many(P, S, []) == []
     assert store.set_many(P, S, {}, {}, atomic=True) == ({}, {}, 0)
     assert store.revision == rev and store.backend.load().revision == rev
+
+
+def test_a_batch_cannot_update_a_variable_it_replaces(store):
+    """Replacing `x` and updating it through its old id in one batch would write both the new
+    and the old record; it is refused as a whole."""
+    old = store.register(P, S, "x", "float", 0.5, None, {})
+    before = snapshot(store)
+    with pytest.raises(InvalidArgument, match="registers anew"):
+        store.register_many(P, S, [("x", "float", 1.0, None, {}, True)], {old.id: 0.6}, {})
+    assert snapshot(store) == before
+
+
+def test_ids_never_collide_with_names(store):
+    """A name that looks like an old-style id (`var_b_3`) keeps meaning that variable."""
+    victim = store.register(P, S, "var_b_3", "string", "victim", None, {})
+    b = store.register(P, S, "b", "float", 3.14, None, {})
+    assert "#" in b.id and b.id not in {victim.id, victim.name}
+    assert store.resolve(P, S, "var_b_3").value == "victim"
+    store.delete(P, S, "var_b_3")
+    assert store.resolve(P, S, "b").value == 3.14
+    with pytest.raises(InvalidArgument):
+        store.register(P, S, "a#1", "float", 1.0, None, {})  # '#' is what makes ids distinct

@@ -24,7 +24,13 @@ from typing import Any
 import grpc
 
 from .. import _codec
-from .._errors import AuthenticationError, DspexError, InvalidArgument, Unsupported
+from .._errors import (
+    AuthenticationError,
+    DspexError,
+    InvalidArgument,
+    ResourceLimitExceeded,
+    Unsupported,
+)
 from .._proto import snakepit_bridge_pb2 as pb
 from .._proto import snakepit_bridge_pb2_grpc as pb_grpc
 from ..server.store import Store, VarRecord
@@ -171,10 +177,24 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
         except RecursionError:
             raise InvalidArgument(f"{request.name!r}: constraints_json is nested too deeply") from None
 
-    @staticmethod
-    def _decode(any_value: Any, binary: bytes) -> Any:
+    def _decode(self, any_value: Any, binary: bytes) -> Any:
+        """Decode a request value, refusing oversize ones before any parsing work."""
+        size = len(any_value.value) + len(binary)
+        limit = self.store.limits.max_value_bytes
+        if size > limit:
+            raise ResourceLimitExceeded(f"a value of {size} bytes exceeds the limit of {limit}")
         _, raw = _codec.decode(any_value.type_url, any_value.value, binary)
         return raw
+
+    def _reply_fits(self, size: int, what: str) -> None:
+        """Refuse a reply the transport would refuse anyway, with advice instead of a cutoff."""
+        limit = self.store.limits.max_message_bytes
+        if size > limit:
+            raise ResourceLimitExceeded(
+                f"{what} reply would be {size} bytes, over the {limit}-byte message limit; "
+                "read fewer variables per call (e.g. get_variables in chunks, or a narrower "
+                "list pattern)"
+            )
 
     # ------------------------------------------------------------------------------------------
     # health & sessions
@@ -276,7 +296,9 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
         ]
         parts += [pbwire.field_bytes(2, m.encode()) for m in missing]
         parts.append(pbwire.field_varint(3, self.store.revision))
-        return b"".join(parts)
+        reply = b"".join(parts)
+        self._reply_fits(len(reply), "GetVariables")
+        return reply
 
     def _packed_values(self, found: Mapping[str, VarRecord], missing: list[str]) -> bytes:
         """The ``values_only`` reply: one JSON document plus concatenated raw arrays."""
@@ -286,17 +308,22 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
             if element is None:
                 row = rec.row
                 element = b'["' + row.type.encode() + b'",' + row.data
-                element += (b"," + str(len(row.binary)).encode() + b"]") if row.binary else b"]"
+                if row.type in ("embedding", "tensor"):  # raw bytes follow, even zero of them
+                    element += b"," + str(len(row.binary)).encode() + b"]"
+                else:
+                    element += b"]"
                 rec.cache["packed"] = element
             elements.append(element)
-            if rec.row.binary:
+            if rec.row.binary:  # an empty array contributes no bytes (its count is 0)
                 blobs.append(rec.row.binary)
         parts = [pbwire.field_bytes(2, m.encode()) for m in missing]
         parts.append(pbwire.field_varint(3, self.store.revision))
         parts.append(pbwire.field_bytes(4, b"[" + b",".join(elements) + b"]"))
         if blobs:
             parts.append(pbwire.field_bytes(5, b"".join(blobs)))
-        return b"".join(parts)
+        reply = b"".join(parts)
+        self._reply_fits(len(reply), "GetVariables")
+        return reply
 
     @_rpc
     def SetVariables(self, request, principal, raw):
@@ -319,8 +346,10 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
     @_rpc
     def ListVariables(self, request, principal, raw):
         recs = self.store.list(principal, request.session_id, request.pattern)
-        return pb.ListVariablesResponse(variables=[self._var(r, raw) for r in recs],
-                                        revision=self.store.revision)
+        reply = pb.ListVariablesResponse(variables=[self._var(r, raw) for r in recs],
+                                         revision=self.store.revision)
+        self._reply_fits(reply.ByteSize(), "ListVariables")
+        return reply
 
     @_rpc
     def DeleteVariable(self, request, principal, raw):

@@ -40,7 +40,16 @@ from .._errors import (
 from .backends.base import Backend, Commit, HistoryRow, SessionRow, VariableRow
 from .limits import Limits
 
-List = list  # `Store.list` (the RPC) shadows the builtin inside the class body
+List = list  # `Store.list` and `Store.set` (RPCs) shadow the builtins inside the class body
+Set = set
+
+
+def make_id(name: str, revision: int) -> str:
+    """A variable id: ``var_<name>#<revision>``. Unique (one registration per revision and
+    name) and never equal to a name, since names cannot contain ``#`` — so resolving an
+    identifier "as an id first, then as a name" can never pick the wrong variable."""
+    return f"var_{name}#{revision}"
+
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/\-]*\Z")
 
 
@@ -256,7 +265,7 @@ class Store:
                     "(set it, delete it first, or register with replace=True)"
                 )
             row = self._row(
-                f"var_{name}_{rev}", session_id, name, type_name, value, cons, dict(metadata),
+                make_id(name, rev), session_id, name, type_name, value, cons, dict(metadata),
                 version=0, revision=rev, create_revision=rev, now=now,
             )
             commit.variable_upserts.append(row)
@@ -270,7 +279,7 @@ class Store:
         for ident, raw in updates.items():
             if ident in seen:
                 raise InvalidArgument(f"{ident!r} is registered and updated in the same batch")
-            new = self._stage_set(sess, ident, raw, rev, by_id)
+            new = self._stage_set(sess, ident, raw, rev, by_id, replaced=seen)
             commit.variable_upserts.append(new.row)
             commit.history.append(self._hist(new.row, "set", update_metadata))
             updated.append(new)
@@ -365,11 +374,15 @@ class Store:
     # helpers
 
     def _stage_set(self, sess: _Session, ident: str, raw: Any, rev: int,
-                   by_id: dict[str, str]) -> VarRecord:
+                   by_id: dict[str, str], replaced: Set[str] | None = None) -> VarRecord:
         """The new record for one batch entry (``raw`` may be a decode error to raise)."""
         if isinstance(raw, DspexError):
             raise raw
         rec = self._resolve_in(sess, ident)
+        if replaced and rec.name in replaced:  # e.g. the old id of a variable being replaced
+            raise InvalidArgument(
+                f"{ident!r} names variable {rec.name!r}, which the same batch registers anew"
+            )
         if rec.id in by_id:
             raise InvalidArgument(f"{ident!r} and {by_id[rec.id]!r} name the same variable in one batch")
         new = self._next(rec, raw, rev)

@@ -145,8 +145,9 @@ def test_stop_from_the_io_thread_does_not_deadlock(portal):
     async def stop_me():
         portal.stop()  # cannot join itself: just stops the loop after this callback
 
-    future = portal.submit(stop_me())
+    portal.run(_where())  # started; read the thread before stop_me() can clear it
     thread = portal._thread
+    future = portal.submit(stop_me())
     thread.join(10)
     assert not thread.is_alive()
     assert future.done()

@@ -55,7 +55,7 @@ class SQLiteBackend(Backend):
     name = "sqlite"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(os.fspath(path))  # runtime files compare absolute paths
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -209,13 +209,12 @@ class SessionContext:
             self._known[ident] = known
 
     def _forget(self, ident: str) -> None:
+        """:meth:`_invalidate`, and forget the variable's id, name and type too."""
+        self._invalidate(ident)
         known = self._known.pop(ident, None)
-        keys = [ident]
         if known is not None:
-            keys += [known.id, known.name]
             self._known.pop(known.id, None)
             self._known.pop(known.name, None)
-        self._cache.invalidate(*keys)
 
     def _cache_value(self, ident: str, value: Any, since: int | None = None) -> None:
         """Cache ``value`` under ``ident`` (a name or an id).

@@ -80,6 +80,14 @@ class Bridge:
     def _value(self, type_name: str, value: Any) -> tuple[str, bytes, bytes]:
         return _codec.encode(type_name, value, binary=self.binary)
 
+    def _fill_updates(self, req: Any, updates: Mapping[str, tuple[str, Any]]) -> None:
+        """Encode ``{ident: (type, value)}`` into a request's ``updates``/``binary_updates``."""
+        for ident, (type_name, value) in updates.items():
+            type_url, data, binary = self._value(type_name, value)
+            set_any(req.updates[ident], type_url, data)
+            if binary:
+                req.binary_updates[ident] = binary
+
     # ------------------------------------------------------------------------------------------
     # sessions
 
@@ -145,11 +153,7 @@ class Bridge:
         ``updates`` (ident -> (type, value)) atomically; return the registered Variables."""
         req = pb.BatchRegisterVariablesRequest(session_id=session_id,
                                                update_metadata=update_metadata or {})
-        for ident, (type_name, value) in (updates or {}).items():
-            type_url, data, binary = self._value(type_name, value)
-            set_any(req.updates[ident], type_url, data)
-            if binary:
-                req.binary_updates[ident] = binary
+        self._fill_updates(req, updates or {})
         for spec in specs:
             type_url, data, binary = self._value(spec["type"], spec["value"])
             item = req.variables.add(
@@ -212,11 +216,7 @@ class Bridge:
         metadata: Mapping[str, str], atomic: bool,
     ) -> tuple[bool, dict[str, str], dict[str, int]]:
         req = pb.BatchSetVariablesRequest(session_id=session_id, metadata=metadata, atomic=atomic)
-        for ident, (type_name, value) in updates.items():
-            type_url, data, binary = self._value(type_name, value)
-            set_any(req.updates[ident], type_url, data)
-            if binary:
-                req.binary_updates[ident] = binary
+        self._fill_updates(req, updates)
         reply = await self._call(self._stub.SetVariables, req, "SetVariables")
         return reply.success, dict(reply.errors), dict(reply.new_versions)
 

@@ -186,6 +186,20 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
         _, raw = _codec.decode(any_value.type_url, any_value.value, binary)
         return raw
 
+    def _decode_updates(self, values: Mapping[str, Any], binaries: Mapping[str, bytes]) -> dict[str, Any]:
+        """``{identifier: value}`` of a batch; an entry that cannot be decoded maps to its
+        :class:`DspexError`, which the store raises (atomic) or reports for that entry."""
+        updates: dict[str, Any] = {}
+        for ident, any_value in values.items():
+            try:
+                updates[ident] = self._decode(any_value, binaries.get(ident, b""))
+            except DspexError as exc:
+                updates[ident] = exc
+        for ident in binaries:
+            if ident not in updates:
+                updates[ident] = InvalidArgument(f"binary update for {ident!r} has no value/type_url")
+        return updates
+
     def _reply_fits(self, size: int, what: str) -> None:
         """Refuse a reply the transport would refuse anyway, with advice instead of a cutoff."""
         limit = self.store.limits.max_message_bytes
@@ -254,11 +268,7 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
              self._constraints(r), dict(r.metadata), r.replace)
             for r in request.variables
         ]
-        binaries = request.binary_updates
-        updates = {
-            ident: self._decode(value, binaries.get(ident, b""))
-            for ident, value in request.updates.items()
-        }
+        updates = self._decode_updates(request.updates, request.binary_updates)
         recs = self.store.register_many(principal, request.session_id, specs, updates,
                                         dict(request.update_metadata))
         return pb.BatchRegisterVariablesResponse(
@@ -327,16 +337,7 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
 
     @_rpc
     def SetVariables(self, request, principal, raw):
-        binaries = request.binary_updates
-        updates: dict[str, Any] = {}
-        for ident, any_value in request.updates.items():
-            try:
-                updates[ident] = self._decode(any_value, binaries.get(ident, b""))
-            except DspexError as exc:
-                updates[ident] = exc
-        for ident in binaries:
-            if ident not in updates:
-                updates[ident] = InvalidArgument(f"binary update for {ident!r} has no value/type_url")
+        updates = self._decode_updates(request.updates, request.binary_updates)
         versions, errors, rev = self.store.set_many(
             principal, request.session_id, updates, dict(request.metadata), request.atomic
         )

@@ -6,9 +6,11 @@ against this package's own ``grpc.aio`` server (embedded by default, or ``dspex-
 
 __version__ = "0.1.0"
 
+from ._cache import VariableCache
 from ._errors import (
     AccessDenied,
     AuthenticationError,
+    Compacted,
     ConstraintViolation,
     DspexError,
     InvalidArgument,
@@ -21,14 +23,17 @@ from ._errors import (
     VariableTypeError,
     VersionConflict,
 )
-from ._session import SessionContext, infer_type
-from ._types import Variable, VariableType
+from ._session import SessionContext
+from ._types import Variable, VariableType, VariableUpdate
+from ._values import VariableSpec, infer_type
+from ._watch import Watch
 from ._wire.status import BridgeUnavailable
 
 __all__ = [
     "AccessDenied",
     "AuthenticationError",
     "BridgeUnavailable",
+    "Compacted",
     "ConstraintViolation",
     "DspexError",
     "InvalidArgument",
@@ -38,11 +43,15 @@ __all__ = [
     "SessionNotFoundError",
     "Unsupported",
     "Variable",
+    "VariableCache",
     "VariableExistsError",
     "VariableNotFoundError",
+    "VariableSpec",
     "VariableType",
     "VariableTypeError",
+    "VariableUpdate",
     "VersionConflict",
+    "Watch",
     "__version__",
     "infer_type",
 ]

@@ -238,8 +238,9 @@ def _array_from(name: str, meta: tuple[tuple[int, ...] | None, Any], binary: Any
     return arr
 
 
-def unpack_values(packed: bytes, blob: bytes) -> list[Any]:
-    """Decode a ``values_only`` batch reply (see ``BatchGetVariablesResponse.packed_values``).
+def unpack_values(packed: bytes, blob: bytes) -> tuple[list[Any], list[int | None]]:
+    """Decode a ``values_only`` batch reply (see ``BatchGetVariablesResponse.packed_values``):
+    ``(values, mod_revisions)``, a mod_revision being None from servers that do not send it.
 
     One ``json.loads`` for the whole batch; arrays are read-only views into ``blob``.
     """
@@ -250,15 +251,22 @@ def unpack_values(packed: bytes, blob: bytes) -> list[Any]:
     view = memoryview(blob)
     offset = 0
     out = []
+    revs: list[int | None] = []
     for item in items:
         type_name, value = item[0], item[1]
-        if len(item) == 3:  # raw array: its bytes are the next item[2] bytes of the blob
+        is_array = type_name in ("embedding", "tensor")
+        n = len(item)
+        if is_array and n >= 3:  # raw array: its bytes are the next item[2] bytes of the blob
             end = offset + item[2]
             value = _array_from(type_name, _binary_meta(type_name, value), view[offset:end])
             offset = end
-        elif type_name == "float" and value.__class__ is not float:
+            revs.append(item[3] if n == 4 else None)
+            out.append(value)
+            continue
+        revs.append(item[2] if n == 3 else None)
+        if type_name == "float" and value.__class__ is not float:
             value = _SPECIAL_IN[value] if value.__class__ is str else float(value)
-        elif type_name in ("embedding", "tensor"):
+        elif is_array:
             value = _decode_json_array(type_name, value)
         out.append(value)
-    return out
+    return out, revs

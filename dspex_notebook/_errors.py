@@ -98,6 +98,17 @@ class ResourceLimitExceeded(DspexError, ValueError):
     kind = "ResourceLimitExceeded"
 
 
+class Compacted(DspexError, LookupError):
+    """The requested revision is below the store's compaction watermark: that part of the
+    change log is gone (a watch resumes by relisting; see docs/watch.md)."""
+
+    kind = "Compacted"
+
+    def __init__(self, message: str, compact_revision: int = 0) -> None:
+        super().__init__(message)
+        self.compact_revision = compact_revision
+
+
 ERROR_KINDS: dict[str, type[DspexError]] = {
     cls.kind: cls
     for cls in (
@@ -114,5 +125,6 @@ ERROR_KINDS: dict[str, type[DspexError]] = {
         AuthenticationError,
         Unsupported,
         ResourceLimitExceeded,
+        Compacted,
     )
 }

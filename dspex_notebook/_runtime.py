@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import time
 from typing import Any
 
 
@@ -87,7 +86,3 @@ def list_servers(directory: pathlib.Path | None = None) -> list[dict[str, Any]]:
         found.append(info)
     found.sort(key=lambda i: i.get("started_at", 0), reverse=True)
     return found
-
-
-def now() -> float:
-    return time.time()

@@ -1,9 +1,11 @@
 """SessionContext: the async Python API of variables-api-spec.md.
 
-A facade over three parts: :class:`~dspex_notebook._wire.client.Bridge` (the RPCs),
-:class:`~dspex_notebook._cache.ValueCache` (values, TTL + eviction) and a small table of what it
-knows about each variable (id, name, type, constraints) so that writes are encoded with the right
-type and validated locally before a round trip.
+A facade over small parts, each with its own module: :class:`~._wire.client.Bridge` (the RPCs),
+:class:`~._cache.VariableCache` (values, TTL + eviction, revisions), :class:`~._catalog.Catalog`
+(what the client knows about each variable, so writes are encoded with the right type and
+validated locally before a round trip), :class:`~._watch.WatchHub` (one watch stream that keeps
+the cache coherent and feeds :class:`~._watch.Watch` objects), and ``_connect`` (finding or
+starting a server).
 
 Concurrency: many tasks on one event loop may share a SessionContext (cache operations are
 synchronous, so no task ever sees a half-updated cache). The channel is bound to the loop that
@@ -13,75 +15,46 @@ notebook layer runs it on its own IO thread).
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ._cache import MISS, ValueCache
-from ._constraints import canonical_type, check_constraints, validate
+from ._cache import MISS, VariableCache
+from ._catalog import Catalog
+from ._constraints import canonical_type, validate
 from ._errors import (
     ConstraintViolation,
     DspexError,
-    InvalidArgument,
     VariableExistsError,
     VariableNotFoundError,
     VariableTypeError,
 )
 from ._types import Variable
-from ._wire.client import Bridge, insecure_channel
-from ._wire.status import BridgeUnavailable
+from ._values import VariableSpec, infer_type
+from ._watch import Clock, Watch, WatchHub
+from ._wire.client import Bridge
 
 __all__ = ["SessionContext", "infer_type"]
 
-
-class _Known:
-    """What the client knows about one variable: enough to encode and validate a write."""
-
-    __slots__ = ("id", "name", "type", "constraints")
-
-    def __init__(self, id: str, name: str, type: str, constraints: dict[str, Any]) -> None:
-        self.id, self.name, self.type, self.constraints = id, name, type, constraints
-
-
-def infer_type(value: Any) -> str:
-    """Guess a variable type from a Python value (used by ``create_if_missing`` and sets of
-    variables this client has not seen yet).
-
-    Raises:
-        VariableTypeError: no variable type fits the value.
-    """
-    import numbers
-
-    if isinstance(value, bool) or type(value).__name__ in ("bool_", "bool"):  # numpy 1 / 2
-        return "boolean"
-    if isinstance(value, numbers.Integral):
-        return "integer"
-    if isinstance(value, numbers.Real):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Mapping):
-        return "dict"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    ndim = getattr(value, "ndim", None)
-    if ndim is not None and hasattr(value, "dtype"):
-        return "embedding" if ndim == 1 and value.dtype.kind == "f" else "tensor"
-    raise VariableTypeError(
-        f"cannot infer a variable type for a {type(value).__name__}; pass type_hint="
-    )
+_NONFINITE_TYPES = ("float", "embedding", "tensor")
 
 
 class SessionContext:
-    """A session on a dspex/snakepit bridge server, with typed, cached variables.
+    """A session on a dspex/snakepit bridge server, with typed, cached, watchable variables.
 
     Parameters:
         session_id: the server-side session to use (created by :meth:`initialize`).
         channel: a ``grpc.aio`` channel to the server.
         token: bearer token sent with every call (omit if ``channel`` already adds it).
         timeout: seconds per call before :class:`BridgeUnavailable` (None: no deadline).
-        cache_ttl: seconds a read value stays cached (0 disables the cache).
+        cache_ttl: seconds a read value stays cached while no watch keeps it exact (0 disables).
         cache_max_size: cached values kept before evicting.
+        coherent_cache: open the session's watch stream at :meth:`initialize`, so that writes
+            by other clients update this cache within one event delivery (docs/watch.md).
+        close_channel: close ``channel`` in :meth:`close` (contexts made by :meth:`connect` do).
+        clock: time source of watches' throttle/debounce and reconnect backoff (tests).
 
     Use :meth:`connect` to find or start a server and get an initialized context::
 
@@ -93,16 +66,20 @@ class SessionContext:
 
     def __init__(self, session_id: str, channel: Any, *, token: str | None = None,
                  timeout: float | None = 30.0, cache_ttl: float = 1.0,
-                 cache_max_size: int = 1000) -> None:
+                 cache_max_size: int = 1000, coherent_cache: bool = True,
+                 close_channel: bool = False, clock: Clock | None = None) -> None:
         if not isinstance(session_id, str) or not session_id:
             raise ValueError("session_id must be a non-empty string")
         self.session_id = session_id
         self._bridge = Bridge(channel, token, timeout)
-        self._cache = ValueCache(cache_ttl, cache_max_size)
-        self._known: dict[str, _Known] = {}  # by name and by id
-        self._owns_channel = False
+        self._cache = VariableCache(cache_ttl, cache_max_size)
+        self._catalog = Catalog()
+        self._hub = WatchHub(self, clock=clock)
+        self._coherent = coherent_cache
+        self._owns_channel = close_channel
         self._closed = False
-        self._writes = 0  # write generation, see _cache_value
+        # name -> [read seconds, reads, write seconds, writes] (round trips of this client)
+        self._latency: dict[str, list[float]] = {}
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
@@ -119,61 +96,33 @@ class SessionContext:
         (``DSPEX_ADDRESS`` with ``DSPEX_TOKEN`` or ``DSPEX_TOKEN_FILE``); a running local server's
         runtime file (``dspex-notebook list``); else an embedded server is started in this
         process on ``127.0.0.1:<free port>`` over ``db`` (default store file) when
-        ``start_server`` is true.
+        ``start_server`` is true. ``options`` go to the constructor (``cache_ttl``, ...).
 
         Raises:
             BridgeUnavailable: no server could be reached or started.
             AccessDenied: the token was refused.
         """
-        from . import _runtime
+        from ._connect import connect
 
-        candidates: list[tuple[str, str | None]] = []
-        if address is None and os.environ.get("DSPEX_ADDRESS"):
-            address = os.environ["DSPEX_ADDRESS"]
-            token = token or os.environ.get("DSPEX_TOKEN") or _token_from_env_file()
-        if address is not None:
-            candidates.append((address, token))
-        else:
-            for info in _runtime.list_servers():
-                if db is None or os.path.abspath(os.fspath(db)) == info.get("db"):
-                    candidates.append((info["address"], info.get("token")))
-        last_error: BaseException | None = None
-        for addr, tok in candidates:
-            ctx = cls(session_id, insecure_channel(addr), token=tok, **options)
-            ctx._owns_channel = True
-            try:
-                return await ctx.initialize(metadata)
-            except BridgeUnavailable as exc:
-                last_error = exc
-                await ctx.close()
-                if address is not None:
-                    raise
-            except BaseException:  # e.g. a refused token: do not leak the channel
-                await ctx.close()
-                raise
-        if not start_server:
-            raise BridgeUnavailable(
-                "no dspex-notebook server found (no address given, none in DSPEX_ADDRESS, no "
-                f"runtime file in {_runtime.runtime_dir()}) and start_server=False"
-            ) from last_error
-        from .server.runner import embedded_server
-
-        srv = embedded_server(db)
-        ctx = cls(session_id, insecure_channel(srv.address), token=srv.token, **options)
-        ctx._owns_channel = True
-        return await ctx.initialize(metadata)
+        return await connect(cls, session_id, address=address, token=token, db=db,
+                             start_server=start_server, metadata=metadata, options=options)
 
     async def initialize(self, metadata: Mapping[str, str] | None = None) -> SessionContext:
-        """Check the server (and its codec) and create the session if it does not exist."""
+        """Check the server (and its codec), create the session if it does not exist, and open
+        the watch stream that keeps the cache coherent (``coherent_cache``)."""
         await self._bridge.ping("dspex_notebook")
         await self._bridge.initialize_session(self.session_id, dict(metadata or {}))
+        if self._coherent and self._cache.ttl > 0:
+            self._hub.start()
         return self
 
     async def close(self) -> None:
-        """Close the channel if this context opened it. The session's data stays on the server."""
+        """Close watches, and the channel if this context opened it. The session's data stays on
+        the server."""
         if self._closed:
             return
         self._closed = True
+        await self._hub.close()
         self._bridge.closed = True  # later calls raise a clear RuntimeError
         self._cache.clear()
         if self._owns_channel:
@@ -182,7 +131,7 @@ class SessionContext:
     async def cleanup(self) -> int:
         """Delete the session and all its variables on the server; return how many."""
         self._cache.clear()
-        self._known.clear()
+        self._catalog.clear()
         return await self._bridge.cleanup_session(self.session_id)
 
     async def __aenter__(self) -> SessionContext:
@@ -199,44 +148,55 @@ class SessionContext:
         """``session_id``, ``metadata``, ``created_at``, ``variable_count``, ``last_accessed_at``."""
         return await self._bridge.get_session(self.session_id)
 
+    @property
+    def cache(self) -> VariableCache:
+        """This client's :class:`VariableCache` (``get_batch``, ``subscribe_invalidation``,
+        ``invalidate_pattern``, ...)."""
+        return self._cache
+
+    @property
+    def watch_status(self) -> str:
+        """The session's watch stream: ``idle``, ``connecting``, ``live``, ``reconnecting``,
+        ``unsupported`` (an old server) or ``closed``."""
+        return self._hub.status
+
+    def known_names(self) -> list[str]:
+        """Names of the variables this client has seen (no round trip; for completion)."""
+        return self._catalog.names()
+
+    def cached_value(self, name: str) -> Any:
+        """The cached value of ``name`` or :data:`dspex_notebook._cache.MISS`, synchronously
+        and without a round trip (for sync callers such as magics and widget callbacks)."""
+        return self._cache.get(self._catalog.key(name))
+
     # ------------------------------------------------------------------------------------------
     # bookkeeping
 
-    def _learn(self, var: Variable, ident: str | None = None) -> None:
-        known = _Known(var.id, var.name, var.type, var.constraints)
-        self._known[var.name] = self._known[var.id] = known
-        if ident is not None:
-            self._known[ident] = known
+    def _remember(self, var: Variable, ident: str | None = None) -> None:
+        self._catalog.learn(var.id, var.name, var.type, var.constraints, ident)
 
-    def _forget(self, ident: str) -> None:
-        """:meth:`_invalidate`, and forget the variable's id, name and type too."""
-        self._invalidate(ident)
-        known = self._known.pop(ident, None)
-        if known is not None:
-            self._known.pop(known.id, None)
-            self._known.pop(known.name, None)
-
-    def _cache_value(self, ident: str, value: Any, since: int | None = None) -> None:
-        """Cache ``value`` under ``ident`` (a name or an id).
-
-        Only variables whose id and name are known are cached, so a later write through either
-        identifier can invalidate both. ``since`` is the write generation a read started at: if
-        a write began meanwhile, the read's (possibly older) value is not cached.
-        """
-        known = self._known.get(ident)
-        if known is None or (since is not None and since != self._writes):
+    def _put(self, ident: str, value: Any, mod_revision: int, read_revision: int) -> None:
+        """Cache ``value`` for a variable whose id and name are known (else drop what is
+        cached for ``ident``: a later write through the other identifier could not find it)."""
+        known = self._catalog.get(ident)
+        if known is None:
             self._cache.invalidate(ident)
             return
-        self._cache.invalidate(known.name if ident == known.id else known.id)
-        self._cache.put(ident, value)
+        self._cache.put(known.name, value, mod_revision, read_revision)
 
-    def _invalidate(self, ident: str) -> None:
-        """Drop cached values under ``ident`` and its other identifier (name <-> id)."""
-        known = self._known.get(ident)
-        self._cache.invalidate(ident, *((known.id, known.name) if known is not None else ()))
+    def _wrote(self, ident: str, revision: int) -> None:
+        """A write of ``ident`` at ``revision`` whose value we do not cache."""
+        key = self._catalog.key(ident)
+        self._cache.note_revision(key, revision)
+        self._cache.invalidate(key)
 
-    def _start_write(self) -> None:
-        self._writes += 1  # reads in flight from before this write will not cache their result
+    def _timed(self, key: str, started: float, write: bool) -> None:
+        entry = self._latency.get(key)
+        if entry is None:
+            entry = self._latency[key] = [0.0, 0.0, 0.0, 0.0]
+        i = 2 if write else 0
+        entry[i] += time.perf_counter() - started
+        entry[i + 1] += 1
 
     async def _prepare_fresh(self, ident: str, value: Any,
                              type_hint: str | None = None) -> tuple[str, Any, bool]:
@@ -245,14 +205,14 @@ class SessionContext:
         try:
             return self._prepare(ident, value, type_hint)
         except (VariableTypeError, ConstraintViolation):
-            if ident not in self._known:
+            if ident not in self._catalog:
                 raise
             await self.get_variable_info(ident)
             return self._prepare(ident, value, type_hint)
 
     def _prepare(self, ident: str, value: Any, type_hint: str | None = None) -> tuple[str, Any, bool]:
         """``(type, value_to_send, canonical)``: validated locally when the type is known."""
-        known = self._known.get(ident)
+        known = self._catalog.get(ident)
         if known is None:
             type_name = canonical_type(type_hint) if type_hint else infer_type(value)
             # canonical form of the guessed type (numpy scalars, tuples, ...), so that it can be
@@ -278,41 +238,48 @@ class SessionContext:
             BridgeUnavailable (a grpc.RpcError): the server could not be reached.
         """
         if not bypass_cache:
-            value = self._cache.get(name)
+            value = self._cache.get(self._catalog.key(name))
             if value is not MISS:
                 return value
-        known = name in self._known  # then only the value needs decoding
-        since = self._writes
+        known = self._catalog.get(name)  # then only the value needs decoding
+        started = time.perf_counter()
         try:
-            var = await self._bridge.get_variable(self.session_id, name, value_only=known)
+            got, mod_rev, rev = await self._bridge.get_variable(self.session_id, name,
+                                                                value_only=known is not None)
         except VariableNotFoundError:
             if default is not None:
                 return default
             raise
-        if known:
-            self._cache_value(name, var, since)
-            return var
-        self._learn(var, name)
-        self._cache_value(name, var.value, since)
-        return var.value
+        if known is None:
+            self._remember(got, name)
+            got = got.value
+        self._timed(self._catalog.key(name), started, False)
+        self._put(name, got, mod_rev, rev)
+        return got
 
     async def get_variable_info(self, name: str) -> Variable:
         """The full :class:`Variable` (value, type, constraints, version, ...) from the server."""
-        since = self._writes
-        var = await self._bridge.get_variable(self.session_id, name)
-        self._learn(var, name)
-        self._cache_value(name, var.value, since)
+        var, mod_rev, rev = await self._bridge.get_variable(self.session_id, name)
+        self._remember(var, name)
+        self._put(name, var.value, mod_rev, rev)
         return var
 
     async def get_variables(self, names: Iterable[str], defaults: Mapping[str, Any] | None = None,
-                            include_metadata: bool = False) -> dict[str, Any]:
-        """Return several variables in one round trip (cached ones need none).
+                            include_metadata: bool = False,
+                            include_stats: bool = False) -> dict[str, Any]:
+        """Return several variables in one round trip, as one consistent snapshot.
+
+        Served from the cache only when every value is cached and all were current at one
+        common revision (so an atomic batch is never seen half applied); else all are fetched
+        together.
 
         Parameters:
             names: variable names or ids.
             defaults: per-name values for variables that do not exist.
             include_metadata: return ``{"value": v, "metadata": {...}}`` per name instead of
                 the bare value (always read from the server).
+            include_stats: add ``"stats"`` (as :meth:`get_variable_stats`) per name; implies
+                the ``{"value": ...}`` form.
 
         Raises:
             VariableNotFoundError: some names do not exist and have no default (all are named).
@@ -321,45 +288,45 @@ class SessionContext:
         defaults = defaults or {}
         result: dict[str, Any] = {}
         missing: list[str] = []
-        since = self._writes
-        if include_metadata:
-            found, missing = await self._bridge.get_variables(self.session_id, names)
+        if include_metadata or include_stats:
+            found, missing, rev = await self._bridge.get_variables(self.session_id, names)
             for ident, var in found.items():
-                self._learn(var, ident)
-                self._cache_value(ident, var.value, since)
-                result[ident] = {"value": var.value, "metadata": var.as_dict()}
+                self._remember(var, ident)
+                self._put(ident, var.value, var.mod_revision, rev)
+                result[ident] = {"value": var.value}
+                if include_metadata:
+                    result[ident]["metadata"] = var.as_dict()
+            if include_stats and found:
+                stats = await self._stats_for(list(found))
+                for ident in found:
+                    result[ident]["stats"] = stats[ident]
         else:
-            cache = self._cache
+            cache, catalog = self._cache, self._catalog
             if cache.ttl > 0:
-                to_fetch = []
-                for ident in names:
-                    value = cache.get(ident)
-                    if value is MISS:
-                        to_fetch.append(ident)
-                    else:
-                        result[ident] = value
-            else:
-                to_fetch = names
-            if to_fetch:
-                found, missing = await self._bridge.get_values(self.session_id, to_fetch)
-                result.update(found)
-                if cache.ttl > 0:
-                    for ident, value in found.items():
-                        self._cache_value(ident, value, since)
+                keys = [catalog.key(n) for n in names]
+                hit = cache.get_consistent(keys)
+                if hit is not None:
+                    return {n: hit[k] for n, k in zip(names, keys, strict=True)}
+                cache.count_misses(keys)
+            found, missing, rev, mod_revs = await self._bridge.get_values(self.session_id, names)
+            result.update(found)
+            if cache.ttl > 0:
+                for ident, value in found.items():
+                    self._put(ident, value, mod_revs[ident], rev)
         absent = [n for n in missing if n not in defaults]
         if absent:
             raise VariableNotFoundError(f"Variables not found: {', '.join(absent)}")
+        wrapped = include_metadata or include_stats
         for ident in missing:
-            result[ident] = (
-                {"value": defaults[ident], "metadata": None} if include_metadata else defaults[ident]
-            )
+            result[ident] = ({"value": defaults[ident], "metadata": None} if wrapped
+                             else defaults[ident])
         return {ident: result[ident] for ident in names}
 
     async def list_variables(self, pattern: str | None = None) -> list[Variable]:
         """All variables of the session in registration order; ``pattern`` is a glob (``temp*``)."""
         variables = await self._bridge.list_variables(self.session_id, pattern or "")
         for var in variables:
-            self._learn(var)
+            self._remember(var)
         return variables
 
     # ------------------------------------------------------------------------------------------
@@ -386,36 +353,20 @@ class SessionContext:
             InvalidArgument (ValueError): unknown type or constraint, bad name.
             VariableExistsError (ValueError): the name is taken and ``replace`` is false.
         """
-        spec = self._check_spec(name, type, initial_value, constraints)
-        self._start_write()
-        var = await self._bridge.register_variable(
-            self.session_id, name, spec[0], spec[2], spec[1], dict(metadata or {}), replace
-        )
-        self._forget(name)  # a replaced variable's old id, type and cached values go
+        spec = VariableSpec.checked(name, type, initial_value, constraints, metadata, replace)
+        var = await self._bridge.register_variable(self.session_id, spec)
         if isinstance(var, str):  # an old server returns only the id
+            self._catalog.forget(name)
+            self._cache.invalidate(name)
             return var
-        self._learn(var)
-        self._cache_value(name, var.value)
+        self._registered([var])
         return var.id
 
-    @staticmethod
-    def _check_spec(name: str, type_name: Any, value: Any, constraints: Any) -> tuple[str, dict, Any]:
-        type_name = canonical_type(type_name)
-        cons = check_constraints(type_name, constraints, name)
-        return type_name, cons, validate(type_name, value, cons, name)
-
-    def _spec(self, item: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = set(item) - {"name", "type", "initial_value", "constraints", "metadata", "replace"}
-        if unknown:
-            raise InvalidArgument(f"unknown keys {sorted(unknown)} in variable spec {item.get('name')!r}")
-        missing = {"name", "type", "initial_value"} - set(item)
-        if missing:
-            raise InvalidArgument(f"variable spec {item.get('name')!r} lacks {sorted(missing)}")
-        type_name, cons, value = self._check_spec(
-            item["name"], item["type"], item["initial_value"], item.get("constraints")
-        )
-        return {"name": item["name"], "type": type_name, "value": value, "constraints": cons,
-                "metadata": dict(item.get("metadata") or {}), "replace": item.get("replace", False)}
+    def _registered(self, created: list[Variable]) -> None:
+        for var in created:
+            self._catalog.forget(var.name)  # a replaced variable's old id and type go
+            self._remember(var)
+            self._cache.put(var.name, var.value, var.mod_revision, var.mod_revision)
 
     async def register_variables(self, variables: list[Mapping[str, Any]]) -> dict[str, str]:
         """Register several variables atomically (all or none); return ``{name: id}``.
@@ -423,13 +374,9 @@ class SessionContext:
         Each item has ``name``, ``type``, ``initial_value`` and optionally ``constraints``,
         ``metadata``, ``replace``.
         """
-        specs = [self._spec(item) for item in variables]
-        self._start_write()
-        created = await self._bridge.register_variables(self.session_id, specs)
-        for var in created:
-            self._forget(var.name)
-            self._learn(var)
-            self._cache_value(var.name, var.value)
+        specs = [VariableSpec.from_mapping(item) for item in variables]
+        created, _rev = await self._bridge.register_variables(self.session_id, specs)
+        self._registered(created)
         return {var.name: var.id for var in created}
 
     async def apply_batch(self, registrations: list[Mapping[str, Any]],
@@ -443,18 +390,14 @@ class SessionContext:
         Raises:
             DspexError: the first problem found (locally or on the server); nothing was applied.
         """
-        specs = [self._spec(item) for item in registrations]
+        specs = [VariableSpec.from_mapping(item) for item in registrations]
         to_send = {ident: (await self._prepare_fresh(ident, value))[:2]
                    for ident, value in (updates or {}).items()}
-        self._start_write()
-        created = await self._bridge.register_variables(self.session_id, specs, to_send,
-                                                        dict(metadata or {}))
+        created, rev = await self._bridge.register_variables(self.session_id, specs, to_send,
+                                                             dict(metadata or {}))
         for ident in to_send:
-            self._invalidate(ident)
-        for var in created:
-            self._forget(var.name)
-            self._learn(var)
-            self._cache_value(var.name, var.value)
+            self._wrote(ident, rev)
+        self._registered(created)
         return {**{v.name: "registered" for v in created}, **{k: "updated" for k in to_send}}
 
     async def set_variable(
@@ -479,13 +422,14 @@ class SessionContext:
             AccessDenied (PermissionError): the caller may not write it.
         """
         type_name, send, canonical = await self._prepare_fresh(name, value, type_hint)
-        self._start_write()
+        started = time.perf_counter()
         try:
-            version = await self._bridge.set_variable(
+            version, rev = await self._bridge.set_variable(
                 self.session_id, name, type_name, send, dict(metadata or {}), expected_version
             )
         except VariableNotFoundError:
-            self._forget(name)
+            self._catalog.forget(name)
+            self._cache.invalidate(name)
             if not create_if_missing:
                 raise
             try:
@@ -495,10 +439,11 @@ class SessionContext:
             except VariableExistsError:  # someone registered it meanwhile: set theirs
                 return await self.set_variable(name, value, metadata,
                                                expected_version=expected_version)
+        self._timed(self._catalog.key(name), started, True)
         if canonical:
-            self._cache_value(name, send)
+            self._put(name, send, rev, rev)
         else:
-            self._invalidate(name)
+            self._wrote(name, rev)
         return version
 
     async def update_variables(self, updates: Mapping[str, Any],
@@ -521,9 +466,9 @@ class SessionContext:
                 results[ident] = str(exc)
         if results and atomic:
             return self._atomic_failure(updates, results)
+        rev = 0
         if to_send:
-            self._start_write()
-            _ok, errors, _versions = await self._bridge.set_variables(
+            errors, _versions, rev = await self._bridge.set_variables(
                 self.session_id, to_send, dict(metadata or {}), atomic
             )
             results.update(errors)
@@ -534,9 +479,9 @@ class SessionContext:
                 continue
             results[ident] = True
             if canonical[ident]:
-                self._cache_value(ident, send)
+                self._put(ident, send, rev, rev)
             else:
-                self._invalidate(ident)
+                self._wrote(ident, rev)
         return {ident: results[ident] for ident in updates}
 
     @staticmethod
@@ -553,18 +498,118 @@ class SessionContext:
         Raises:
             VariableNotFoundError: no such variable.
         """
-        self._start_write()
+        key = self._catalog.key(name)
         try:
-            await self._bridge.delete_variable(self.session_id, name)
+            rev = await self._bridge.delete_variable(self.session_id, name)
+            self._cache.note_revision(key, rev)
         finally:
-            self._forget(name)
+            self._cache.invalidate(key)
+            self._catalog.forget(name)
 
     # ------------------------------------------------------------------------------------------
-    # cache
+    # watches
+
+    def watch_variable(self, name: str, include_initial: bool = True,
+                       filter_fn: Callable[[Any, Any], bool] | None = None, throttle_ms: int = 0,
+                       *, debounce_ms: int = 0) -> Watch:
+        """Watch one variable: a :class:`Watch` yielding :class:`VariableUpdate` objects.
+
+        Parameters:
+            name: variable name or id (it need not exist yet).
+            include_initial: first yield the current value (kind ``"initial"``).
+            filter_fn: ``filter_fn(old_value, new_value) -> bool``; writes it refuses are
+                skipped (initial, resync and delete updates always pass).
+            throttle_ms: at most one update per this many ms (coalesced to the latest value,
+                the final value always arrives).
+            debounce_ms: deliver only after this many ms without a change.
+
+        Use ``async for update in session.watch_variable("x")`` (``async with`` or
+        :meth:`Watch.aclose` to stop) or ``asyncio.create_task(session.watch_variable("x"))``
+        with :meth:`Watch.on_update`; :meth:`cancel_watch` stops either.
+        """
+        return Watch(self._hub, [name], include_initial=include_initial, filter_fn=filter_fn,
+                     throttle_ms=throttle_ms, debounce_ms=debounce_ms)
+
+    def watch_variables(self, names: Iterable[str], include_initial: bool = True,
+                        filter_fn: Callable[[str, Any, Any], bool] | None = None,
+                        throttle_ms: int = 0, debounce_ms: int = 0) -> Watch:
+        """Watch several variables; as :meth:`watch_variable` but ``filter_fn(name, old,
+        new)``, and throttle/debounce apply per variable."""
+        return Watch(self._hub, list(names), include_initial=include_initial, filter_fn=filter_fn,
+                     filter_with_name=True, throttle_ms=throttle_ms, debounce_ms=debounce_ms)
+
+    def cancel_watch(self, watch_task: Watch | asyncio.Task[Any]) -> None:
+        """Stop a watch: a :class:`Watch`, or a task that runs one (``create_task(watch)``) or
+        iterates watches it created (those are closed, and the task is cancelled)."""
+        if isinstance(watch_task, Watch):
+            watch_task.close()
+            return
+        if isinstance(watch_task, asyncio.Task):
+            for watch in self._hub.watches_of(watch_task):
+                watch._shutdown()
+            watch_task.cancel()
+            return
+        raise TypeError(f"cancel_watch takes a Watch or an asyncio.Task, got {type(watch_task).__name__}")
+
+    # ------------------------------------------------------------------------------------------
+    # statistics and cache
+
+    async def _stats_for(self, idents: list[str]) -> dict[str, dict[str, Any]]:
+        server, missing, _watchers = await self._bridge.get_variable_stats(self.session_id, idents)
+        if missing:
+            raise VariableNotFoundError(f"Variables not found: {', '.join(missing)}")
+        return {ident: self._stats_entry(entry) for ident, entry in server.items()}
+
+    def _stats_entry(self, server: dict[str, Any]) -> dict[str, Any]:
+        name = server["name"]
+        hits, misses = self._cache.key_hits[name], self._cache.key_misses[name]
+        lat = self._latency.get(name, [0.0, 0.0, 0.0, 0.0])
+        return {
+            "read_count": server["read_count"], "write_count": server["write_count"],
+            "cache_hits": hits, "cache_misses": misses,
+            "cache_hit_rate": hits / (hits + misses) if hits + misses else 0.0,
+            "avg_read_latency_ms": 1000 * lat[0] / lat[1] if lat[1] else 0.0,
+            "avg_write_latency_ms": 1000 * lat[2] / lat[3] if lat[3] else 0.0,
+            "total_optimization_time_s": 0.0,
+            "watchers": server["watchers"], "version": server["version"],
+            "history_length": server["history_length"],
+        }
+
+    async def get_variable_stats(self, variable: str | None = None) -> dict[str, Any]:
+        """Access statistics of one variable, or totals over the session's variables.
+
+        ``read_count``, ``write_count``, ``watchers``, ``version`` and ``history_length`` come
+        from the server (every client, since the server started); ``cache_hits``,
+        ``cache_misses``, ``cache_hit_rate`` and the ``avg_*_latency_ms`` round trips are this
+        client's. ``total_optimization_time_s`` counts server-held optimization runs (none yet:
+        0.0). Without ``variable`` the totals also carry ``variables`` (per name) and
+        ``watchers`` (open watch streams on the session).
+
+        Raises:
+            VariableNotFoundError: no such variable.
+        """
+        if variable is not None:
+            return (await self._stats_for([variable]))[variable]
+        server, _missing, watchers = await self._bridge.get_variable_stats(self.session_id, [])
+        per = {name: self._stats_entry(entry) for name, entry in server.items()}
+        hits, misses = self._cache.hits, self._cache.misses
+        lat = [sum(v[i] for v in self._latency.values()) for i in range(4)]
+        return {
+            "read_count": sum(s["read_count"] for s in per.values()),
+            "write_count": sum(s["write_count"] for s in per.values()),
+            "cache_hits": hits, "cache_misses": misses,
+            "cache_hit_rate": hits / (hits + misses) if hits + misses else 0.0,
+            "avg_read_latency_ms": 1000 * lat[0] / lat[1] if lat[1] else 0.0,
+            "avg_write_latency_ms": 1000 * lat[2] / lat[3] if lat[3] else 0.0,
+            "total_optimization_time_s": 0.0,
+            "watchers": watchers,
+            "history_length": sum(s["history_length"] for s in per.values()),
+            "variables": per,
+        }
 
     def get_cache_info(self) -> dict[str, Any]:
         """``size``, ``ttl``, ``max_size``, ``eviction_policy``, ``hits``, ``misses``,
-        ``hit_rate``, ``eviction_count`` of this client's cache."""
+        ``hit_rate``, ``eviction_count`` and ``coherent`` of this client's cache."""
         return self._cache.info()
 
     def set_cache_config(self, ttl: float | None = None, max_size: int | None = None,
@@ -573,10 +618,8 @@ class SessionContext:
         self._cache.configure(ttl, max_size, eviction_policy)
 
     def __repr__(self) -> str:
-        return f"<SessionContext session_id={self.session_id!r} cached={len(self._cache)}>"
-
-
-_NONFINITE_TYPES = ("float", "embedding", "tensor")
+        return (f"<SessionContext session_id={self.session_id!r} cached={len(self._cache)} "
+                f"watch={self._hub.status}>")
 
 
 def _unaliased(value: Any) -> Any:
@@ -587,12 +630,3 @@ def _unaliased(value: Any) -> Any:
         value = value.copy()
         value.flags.writeable = False
     return value
-
-
-def _token_from_env_file() -> str | None:
-    path = os.environ.get("DSPEX_TOKEN_FILE")
-    if not path:
-        return None
-    with open(path) as fh:
-        return fh.read().strip() or None
-

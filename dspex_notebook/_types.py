@@ -93,10 +93,30 @@ class Variable:
 
 
 @dataclass(frozen=True, slots=True)
-class Session:
-    """A server-side session as reported by ``GetSession``."""
+class VariableUpdate:
+    """One change of a watched variable, as a watch yields it.
 
-    session_id: str
-    metadata: dict[str, str]
-    created_at: _dt.datetime | None
-    variable_count: int
+    The spec's fields (``variable_id``, ``value``, ``old_value``, ``metadata``, ``timestamp``,
+    ``source``) plus ``name``, ``revision`` (store-wide, of the write), ``version`` (of the
+    variable), ``type`` and ``kind``:
+
+    * ``"initial"``: the current value when the watch started (``include_initial``);
+    * ``"set"``: a write; ``"register"``: (re-)registration, ``constraints`` may have changed;
+    * ``"delete"``: the variable was deleted (``value`` is None, ``old_value`` the last value);
+    * ``"resync"``: the watch lost its place (history compacted, the server's store changed or
+      it fell behind) and relisted: ``value`` is the current value, changes in between may be
+      missing.
+    """
+
+    variable_id: str
+    name: str
+    value: Any
+    old_value: Any
+    kind: str
+    revision: int
+    version: int = 0
+    type: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    timestamp: _dt.datetime | None = None
+    source: str = ""
+    constraints: dict[str, Any] | None = None

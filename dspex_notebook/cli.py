@@ -97,7 +97,7 @@ def _jsonable(value):
 
 
 def _vars(args: argparse.Namespace) -> int:
-    from .notebook.display import VariableTable
+    from ._display import VariableTable
 
     async def work(ctx) -> int:
         print(repr(VariableTable(await ctx.list_variables(args.pattern))))

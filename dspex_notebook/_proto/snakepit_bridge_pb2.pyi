@@ -740,6 +740,134 @@ class VariableUpdate(_message.Message):
     update_type: str
     def __init__(self, variable_id: _Optional[str] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ..., update_source: _Optional[str] = ..., update_metadata: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_type: _Optional[str] = ...) -> None: ...
 
+class WatchRequest(_message.Message):
+    __slots__ = ("session_id", "variable_identifiers", "include_initial", "start_revision", "store_id", "progress_interval_ms")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_INITIAL_FIELD_NUMBER: _ClassVar[int]
+    START_REVISION_FIELD_NUMBER: _ClassVar[int]
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    variable_identifiers: _containers.RepeatedScalarFieldContainer[str]
+    include_initial: bool
+    start_revision: int
+    store_id: str
+    progress_interval_ms: int
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifiers: _Optional[_Iterable[str]] = ..., include_initial: _Optional[bool] = ..., start_revision: _Optional[int] = ..., store_id: _Optional[str] = ..., progress_interval_ms: _Optional[int] = ...) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("variable_id", "name", "kind", "type", "value", "binary_value", "old_value", "old_binary_value", "version", "revision", "source", "metadata", "timestamp", "constraints_json", "principal", "session_id", "has_old_value")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VARIABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    BINARY_VALUE_FIELD_NUMBER: _ClassVar[int]
+    OLD_VALUE_FIELD_NUMBER: _ClassVar[int]
+    OLD_BINARY_VALUE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    HAS_OLD_VALUE_FIELD_NUMBER: _ClassVar[int]
+    variable_id: str
+    name: str
+    kind: str
+    type: str
+    value: _any_pb2.Any
+    binary_value: bytes
+    old_value: _any_pb2.Any
+    old_binary_value: bytes
+    version: int
+    revision: int
+    source: str
+    metadata: _containers.ScalarMap[str, str]
+    timestamp: _timestamp_pb2.Timestamp
+    constraints_json: str
+    principal: str
+    session_id: str
+    has_old_value: bool
+    def __init__(self, variable_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., type: _Optional[str] = ..., value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., binary_value: _Optional[bytes] = ..., old_value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., old_binary_value: _Optional[bytes] = ..., version: _Optional[int] = ..., revision: _Optional[int] = ..., source: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., constraints_json: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., has_old_value: _Optional[bool] = ...) -> None: ...
+
+class WatchResponse(_message.Message):
+    __slots__ = ("store_id", "revision", "events", "created", "initial", "progress", "canceled", "cancel_reason", "compact_revision")
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    CANCELED_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    store_id: str
+    revision: int
+    events: _containers.RepeatedCompositeFieldContainer[WatchEvent]
+    created: bool
+    initial: bool
+    progress: bool
+    canceled: bool
+    cancel_reason: str
+    compact_revision: int
+    def __init__(self, store_id: _Optional[str] = ..., revision: _Optional[int] = ..., events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., created: _Optional[bool] = ..., initial: _Optional[bool] = ..., progress: _Optional[bool] = ..., canceled: _Optional[bool] = ..., cancel_reason: _Optional[str] = ..., compact_revision: _Optional[int] = ...) -> None: ...
+
+class GetVariableStatsRequest(_message.Message):
+    __slots__ = ("session_id", "variable_identifiers")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    variable_identifiers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifiers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VariableStats(_message.Message):
+    __slots__ = ("variable_id", "name", "read_count", "write_count", "watchers", "version", "history_length")
+    VARIABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    READ_COUNT_FIELD_NUMBER: _ClassVar[int]
+    WRITE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    WATCHERS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    variable_id: str
+    name: str
+    read_count: int
+    write_count: int
+    watchers: int
+    version: int
+    history_length: int
+    def __init__(self, variable_id: _Optional[str] = ..., name: _Optional[str] = ..., read_count: _Optional[int] = ..., write_count: _Optional[int] = ..., watchers: _Optional[int] = ..., version: _Optional[int] = ..., history_length: _Optional[int] = ...) -> None: ...
+
+class GetVariableStatsResponse(_message.Message):
+    __slots__ = ("stats", "missing_variables", "revision", "session_watchers")
+    class StatsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: VariableStats
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[VariableStats, _Mapping]] = ...) -> None: ...
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_WATCHERS_FIELD_NUMBER: _ClassVar[int]
+    stats: _containers.MessageMap[str, VariableStats]
+    missing_variables: _containers.RepeatedScalarFieldContainer[str]
+    revision: int
+    session_watchers: int
+    def __init__(self, stats: _Optional[_Mapping[str, VariableStats]] = ..., missing_variables: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., session_watchers: _Optional[int] = ...) -> None: ...
+
 class AddDependencyRequest(_message.Message):
     __slots__ = ("session_id", "from_variable", "to_variable", "dependency_type")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

@@ -155,6 +155,16 @@ class BridgeServiceStub:
                 request_serializer=snakepit__bridge__pb2.RollbackVariableRequest.SerializeToString,
                 response_deserializer=snakepit__bridge__pb2.RollbackVariableResponse.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/snakepit.bridge.BridgeService/Watch',
+                request_serializer=snakepit__bridge__pb2.WatchRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.WatchResponse.FromString,
+                _registered_method=True)
+        self.GetVariableStats = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/GetVariableStats',
+                request_serializer=snakepit__bridge__pb2.GetVariableStatsRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.GetVariableStatsResponse.FromString,
+                _registered_method=True)
 
 
 class BridgeServiceServicer:
@@ -309,6 +319,20 @@ class BridgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """dspex: revision-ordered watch with resume, snapshots, progress and explicit compaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVariableStats(self, request, context):
+        """dspex: server-side access statistics (all clients) per variable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BridgeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -431,6 +455,16 @@ def add_BridgeServiceServicer_to_server(servicer, server):
                     servicer.RollbackVariable,
                     request_deserializer=snakepit__bridge__pb2.RollbackVariableRequest.FromString,
                     response_serializer=snakepit__bridge__pb2.RollbackVariableResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=snakepit__bridge__pb2.WatchRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.WatchResponse.SerializeToString,
+            ),
+            'GetVariableStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVariableStats,
+                    request_deserializer=snakepit__bridge__pb2.GetVariableStatsRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.GetVariableStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1081,6 +1115,60 @@ class BridgeService:
             '/snakepit.bridge.BridgeService/RollbackVariable',
             snakepit__bridge__pb2.RollbackVariableRequest.SerializeToString,
             snakepit__bridge__pb2.RollbackVariableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/Watch',
+            snakepit__bridge__pb2.WatchRequest.SerializeToString,
+            snakepit__bridge__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVariableStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/GetVariableStats',
+            snakepit__bridge__pb2.GetVariableStatsRequest.SerializeToString,
+            snakepit__bridge__pb2.GetVariableStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -17,13 +17,28 @@ from .. import _codec
 from .._errors import DspexError
 from .._proto import snakepit_bridge_pb2 as pb
 from .._proto import snakepit_bridge_pb2_grpc as pb_grpc
-from .convert import set_any, timestamp_to_datetime, value_of, variable_from_pb
+from .._values import VariableSpec
+from .convert import set_any, timestamp_to_datetime, update_from_pb, value_of, variable_from_pb
 from .status import CODEC_KEY, error_from_rpc
 
 DEFAULT_CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 )
+
+
+class WatchMessage(NamedTuple):
+    """One decoded ``WatchResponse``."""
+
+    store_id: str
+    revision: int
+    updates: list[Any]
+    created: bool
+    initial: bool
+    progress: bool
+    canceled: bool
+    cancel_reason: str
+    compact_revision: int
 
 
 def _what(what: str, ident: str | None) -> str:
@@ -120,63 +135,60 @@ class Bridge:
             "last_accessed_at": timestamp_to_datetime(r.last_accessed_at),
         }
 
-    async def heartbeat(self, session_id: str) -> bool:
-        req = pb.HeartbeatRequest(session_id=session_id)
-        return (await self._call(self._stub.Heartbeat, req, "Heartbeat")).session_valid
-
     # ------------------------------------------------------------------------------------------
     # variables
 
-    async def register_variable(
-        self, session_id: str, name: str, type_name: str, value: Any,
-        constraints: Mapping[str, Any] | None, metadata: Mapping[str, str], replace: bool = False,
-    ) -> Any:
-        type_url, data, binary = self._value(type_name, value)
-        req = pb.RegisterVariableRequest(
-            session_id=session_id, name=name, type=type_name,
-            constraints_json=json.dumps(constraints or {}), metadata=metadata,
-            initial_binary_value=binary, replace=replace,
-        )
-        set_any(req.initial_value, type_url, data)
-        reply = await self._call(self._stub.RegisterVariable, req, "RegisterVariable", name,
+    def _fill_spec(self, item: Any, spec: VariableSpec) -> None:
+        type_url, data, binary = self._value(spec.type, spec.value)
+        item.name, item.type = spec.name, spec.type
+        item.constraints_json = json.dumps(spec.constraints or {})
+        item.metadata.update(spec.metadata)
+        item.initial_binary_value = binary
+        item.replace = spec.replace
+        set_any(item.initial_value, type_url, data)
+
+    async def register_variable(self, session_id: str, spec: VariableSpec) -> Any:
+        """The registered :class:`Variable` (or only its id, from an old server)."""
+        req = pb.RegisterVariableRequest(session_id=session_id)
+        self._fill_spec(req, spec)
+        reply = await self._call(self._stub.RegisterVariable, req, "RegisterVariable", spec.name,
                                  values=True)
         if reply.HasField("variable"):
             return variable_from_pb(reply.variable)
         return reply.variable_id  # an old server answers with the id only
 
     async def register_variables(
-        self, session_id: str, specs: Sequence[Mapping[str, Any]],
+        self, session_id: str, specs: Sequence[VariableSpec],
         updates: Mapping[str, tuple[str, Any]] | None = None,
         update_metadata: Mapping[str, str] | None = None,
-    ) -> list[Any]:
-        """Register ``{name, type, value, constraints, metadata, replace}`` specs and apply
-        ``updates`` (ident -> (type, value)) atomically; return the registered Variables."""
+    ) -> tuple[list[Any], int]:
+        """Register ``specs`` and apply ``updates`` (ident -> (type, value)) atomically; return
+        the registered Variables and the revision."""
         req = pb.BatchRegisterVariablesRequest(session_id=session_id,
                                                update_metadata=update_metadata or {})
         self._fill_updates(req, updates or {})
         for spec in specs:
-            type_url, data, binary = self._value(spec["type"], spec["value"])
-            item = req.variables.add(
-                session_id=session_id, name=spec["name"], type=spec["type"],
-                constraints_json=json.dumps(spec.get("constraints") or {}),
-                metadata=spec.get("metadata") or {}, initial_binary_value=binary,
-                replace=bool(spec.get("replace", False)),
-            )
-            set_any(item.initial_value, type_url, data)
+            item = req.variables.add(session_id=session_id)
+            self._fill_spec(item, spec)
         reply = await self._call(self._stub.RegisterVariables, req, "RegisterVariables",
                                  values=True)
-        return [variable_from_pb(v) for v in reply.variables]
+        return [variable_from_pb(v) for v in reply.variables], reply.revision
 
-    async def get_variable(self, session_id: str, ident: str, value_only: bool = False) -> Any:
-        """The :class:`Variable` (or only its value, skipping the metadata decoding)."""
+    async def get_variable(self, session_id: str, ident: str,
+                           value_only: bool = False) -> tuple[Any, int, int]:
+        """``(Variable or only its value, mod_revision, revision of the read)``; ``value_only``
+        skips decoding the metadata."""
         req = pb.GetVariableRequest(session_id=session_id, variable_identifier=ident, bypass_cache=True)
         reply = await self._call(self._stub.GetVariable, req, "GetVariable", ident, values=True)
-        return value_of(reply.variable) if value_only else variable_from_pb(reply.variable)
+        var = reply.variable
+        return (value_of(var) if value_only else variable_from_pb(var), var.mod_revision,
+                reply.revision)
 
     async def set_variable(
         self, session_id: str, ident: str, type_name: str, value: Any,
         metadata: Mapping[str, str], expected_version: int | None,
-    ) -> int:
+    ) -> tuple[int, int]:
+        """``(new version, revision of the write)``."""
         type_url, data, binary = self._value(type_name, value)
         req = pb.SetVariableRequest(session_id=session_id, variable_identifier=ident)
         if metadata:
@@ -187,47 +199,96 @@ class Bridge:
             req.expected_version = expected_version
         set_any(req.value, type_url, data)
         reply = await self._call(self._stub.SetVariable, req, "SetVariable", ident)
-        return reply.new_version
+        return reply.new_version, reply.revision
 
-    async def get_variables(self, session_id: str, idents: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    async def get_variables(self, session_id: str,
+                            idents: Sequence[str]) -> tuple[dict[str, Any], list[str], int]:
+        """``({ident: Variable}, missing, revision of the read)``."""
         req = pb.BatchGetVariablesRequest(session_id=session_id, variable_identifiers=idents,
                                           include_metadata=True, bypass_cache=True)
         reply = await self._call(self._stub.GetVariables, req, "GetVariables", values=True)
         found = {ident: variable_from_pb(var) for ident, var in reply.variables.items()}
-        return found, list(reply.missing_variables)
+        return found, list(reply.missing_variables), reply.revision
 
-    async def get_values(self, session_id: str, idents: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-        """Like :meth:`get_variables` but decodes only the values: ``({ident: value}, missing)``."""
+    async def get_values(self, session_id: str, idents: Sequence[str]) -> tuple[
+            dict[str, Any], list[str], int, dict[str, int]]:
+        """Like :meth:`get_variables` but decodes only the values:
+        ``({ident: value}, missing, revision of the read, {ident: mod_revision})``."""
         req = pb.BatchGetVariablesRequest(session_id=session_id, variable_identifiers=idents,
                                           bypass_cache=True, values_only=True)
         reply = await self._call(self._stub.GetVariables, req, "GetVariables", values=True)
         missing = list(reply.missing_variables)
+        revision = reply.revision
         if reply.variables or not reply.packed_values:  # a server without values_only
-            return {ident: value_of(var) for ident, var in reply.variables.items()}, missing
+            return ({ident: value_of(var) for ident, var in reply.variables.items()}, missing,
+                    revision, {ident: var.mod_revision for ident, var in reply.variables.items()})
         absent = set(missing)
         order = [i for i in dict.fromkeys(idents) if i not in absent]
-        values = _codec.unpack_values(reply.packed_values, reply.packed_binary)
+        values, revs = _codec.unpack_values(reply.packed_values, reply.packed_binary)
         if len(values) != len(order):
             raise DspexError(f"GetVariables: {len(values)} values for {len(order)} identifiers")
-        return dict(zip(order, values, strict=True)), missing
+        mod_revs = {ident: (revision if rev is None else rev) for ident, rev in zip(order, revs, strict=True)}
+        return dict(zip(order, values, strict=True)), missing, revision, mod_revs
 
     async def set_variables(
         self, session_id: str, updates: Mapping[str, tuple[str, Any]],
         metadata: Mapping[str, str], atomic: bool,
-    ) -> tuple[bool, dict[str, str], dict[str, int]]:
+    ) -> tuple[dict[str, str], dict[str, int], int]:
+        """``(errors, new_versions, revision)``."""
         req = pb.BatchSetVariablesRequest(session_id=session_id, metadata=metadata, atomic=atomic)
         self._fill_updates(req, updates)
         reply = await self._call(self._stub.SetVariables, req, "SetVariables")
-        return reply.success, dict(reply.errors), dict(reply.new_versions)
+        return dict(reply.errors), dict(reply.new_versions), reply.revision
 
     async def list_variables(self, session_id: str, pattern: str = "") -> list[Any]:
         req = pb.ListVariablesRequest(session_id=session_id, pattern=pattern)
         reply = await self._call(self._stub.ListVariables, req, "ListVariables", values=True)
         return [variable_from_pb(v) for v in reply.variables]
 
-    async def delete_variable(self, session_id: str, ident: str) -> None:
+    async def delete_variable(self, session_id: str, ident: str) -> int:
         req = pb.DeleteVariableRequest(session_id=session_id, variable_identifier=ident)
-        await self._call(self._stub.DeleteVariable, req, "DeleteVariable", ident)
+        return (await self._call(self._stub.DeleteVariable, req, "DeleteVariable", ident)).revision
+
+    async def get_variable_stats(self, session_id: str, idents: Sequence[str]) -> tuple[
+            dict[str, dict[str, Any]], list[str], int]:
+        """``({ident: server stats}, missing, session_watchers)``."""
+        req = pb.GetVariableStatsRequest(session_id=session_id, variable_identifiers=idents)
+        reply = await self._call(self._stub.GetVariableStats, req, "GetVariableStats")
+        stats = {
+            ident: {"variable_id": s.variable_id, "name": s.name, "read_count": s.read_count,
+                    "write_count": s.write_count, "watchers": s.watchers, "version": s.version,
+                    "history_length": s.history_length}
+            for ident, s in reply.stats.items()
+        }
+        return stats, list(reply.missing_variables), reply.session_watchers
+
+    async def watch(self, session_id: str, idents: Sequence[str] = (), *, start_revision: int = 0,
+                    store_id: str = "", include_initial: bool = False,
+                    progress_interval_ms: int = 0) -> AsyncIterator[WatchMessage]:
+        """The ``Watch`` stream, decoded; no deadline (a watch lasts as long as it is read).
+
+        Raises:
+            BridgeUnavailable: the stream broke (the caller resumes from its last revision).
+            Unsupported: the server has no ``Watch`` (a snakepit v0.4.x server).
+        """
+        if self.closed:
+            raise RuntimeError("Watch: this SessionContext is closed")
+        req = pb.WatchRequest(session_id=session_id, variable_identifiers=idents,
+                              start_revision=start_revision, store_id=store_id,
+                              include_initial=include_initial,
+                              progress_interval_ms=progress_interval_ms)
+        call = self._stub.Watch(req, metadata=self._md_values)
+        try:
+            async for resp in call:
+                yield WatchMessage(
+                    resp.store_id, resp.revision, [update_from_pb(e) for e in resp.events],
+                    resp.created, resp.initial, resp.progress, resp.canceled, resp.cancel_reason,
+                    resp.compact_revision,
+                )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err, "Watch") from None
+        finally:
+            call.cancel()
 
     async def close(self) -> None:
         await self.channel.close()

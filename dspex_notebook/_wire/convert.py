@@ -9,6 +9,7 @@ from typing import Any
 from .. import _codec
 from .._constraints import validate
 from .._proto import snakepit_bridge_pb2 as pb
+from .._types import VariableUpdate
 
 _UTC = _dt.UTC
 SOURCE_NAMES = {pb.Variable.ELIXIR: "elixir", pb.Variable.PYTHON: "python"}
@@ -18,10 +19,6 @@ def set_any(target: Any, type_url: str, data: bytes) -> None:
     """Fill a ``google.protobuf.Any`` field in place (no Pack: the value is raw JSON bytes)."""
     target.type_url = type_url
     target.value = data
-
-
-def encode_value(type_name: str, value: Any, binary: bool = True) -> tuple[str, bytes, bytes]:
-    return _codec.encode(type_name, value, binary=binary)
 
 
 def value_of(var: pb.Variable) -> Any:
@@ -39,13 +36,38 @@ def timestamp_to_datetime(ts: Any) -> _dt.datetime | None:
     return _dt.datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, _UTC)
 
 
+def _constraints(text: str) -> dict[str, Any]:
+    try:
+        loaded = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _any_value(type_name: str, any_value: Any, binary: bytes, name: str) -> Any:
+    url_type, raw = _codec.decode(any_value.type_url, any_value.value, binary)
+    if url_type == type_name or type_name not in _codec.TYPE_NAMES_SET:
+        return raw
+    return validate(type_name, raw, {}, name)
+
+
+def update_from_pb(ev: pb.WatchEvent) -> VariableUpdate:
+    """A decoded watch event (values of deleted variables decode from ``old_value``)."""
+    value = _any_value(ev.type, ev.value, ev.binary_value, ev.name) if ev.value.type_url else None
+    old = (_any_value(ev.type, ev.old_value, ev.old_binary_value, ev.name)
+           if ev.has_old_value and ev.old_value.type_url else None)
+    constraints = _constraints(ev.constraints_json) if ev.kind in ("register", "initial") else None
+    return VariableUpdate(
+        variable_id=ev.variable_id, name=ev.name, value=value, old_value=old, kind=ev.kind,
+        revision=ev.revision, version=ev.version, type=ev.type, metadata=dict(ev.metadata),
+        timestamp=timestamp_to_datetime(ev.timestamp), source=ev.source, constraints=constraints,
+    )
+
+
 def variable_from_pb(var: pb.Variable) -> Any:
     from .._types import Variable
 
-    try:
-        constraints = json.loads(var.constraints_json) if var.constraints_json else {}
-    except ValueError:
-        constraints = {}
+    constraints = _constraints(var.constraints_json)
     return Variable(
         id=var.id,
         name=var.name,

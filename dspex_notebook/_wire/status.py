@@ -58,6 +58,7 @@ CODE_OF_KIND: dict[str, grpc.StatusCode] = {
     "ResourceLimitExceeded": S.RESOURCE_EXHAUSTED,
     "StoreLocked": S.FAILED_PRECONDITION,
     "BridgeUnavailable": S.UNAVAILABLE,
+    "Compacted": S.OUT_OF_RANGE,
 }
 
 #: status code -> exception kind, for servers that do not say which (client side).
@@ -73,6 +74,7 @@ KIND_OF_CODE: dict[grpc.StatusCode, str] = {
     S.UNAVAILABLE: "BridgeUnavailable",
     S.DEADLINE_EXCEEDED: "BridgeUnavailable",
     S.CANCELLED: "BridgeUnavailable",
+    S.OUT_OF_RANGE: "Compacted",
 }
 
 # Wording of v0.4.3's validation failures, which it sent as INTERNAL.

@@ -36,7 +36,7 @@ def load_ipython_extension(ip: Any) -> None:
     token = magics.token
     if token is None and magics.token_file:
         token = runner.read_token_file(magics.token_file)
-    before = set(runner._embedded.values())
+    before = set(runner.embedded_servers())
     portal = Portal()
     try:
         ctx = portal.run(
@@ -52,7 +52,7 @@ def load_ipython_extension(ip: Any) -> None:
         if magics in ip.configurables:
             ip.configurables.remove(magics)
         raise
-    started = [s for s in runner._embedded.values() if s not in before]
+    started = [s for s in runner.embedded_servers() if s not in before]
     try:  # learn the session's variable names now, so tab completion offers them at once
         portal.run(ctx.list_variables(), timeout=magics.timeout)
     except Exception:  # completion is a convenience; a slow list must not fail the load
@@ -101,7 +101,4 @@ def _shutdown() -> None:
     from ..server import runner
 
     for server in state.get("servers", ()):
-        server.stop()
-        for key, value in list(runner._embedded.items()):
-            if value is server:
-                del runner._embedded[key]
+        runner.stop_embedded(server)

@@ -17,7 +17,7 @@ from traitlets import Bool, Float, Unicode
 
 from .._errors import DspexError
 from . import commands
-from .display import VariableTable
+from .._display import VariableTable
 
 USAGE = """\
 %var                                  list the session's variables (table)
@@ -155,7 +155,7 @@ class DspexMagics(Magics):
     def get_value(self, name: str) -> Any:
         from .._cache import MISS
 
-        value = self._ctx._cache.get(name)  # a hit never crosses threads
+        value = self._ctx.cached_value(name)  # a hit never crosses threads
         if value is not MISS:
             return value
         # we just missed: don't look again on the IO thread (it would count a second miss)

@@ -1,27 +1,67 @@
 """``session`` in the notebook: a SessionContext that lives on the IO thread.
 
 The real :class:`~dspex_notebook.SessionContext` (and its grpc.aio channel) belongs to the
-portal's loop. :class:`NotebookSession` offers the same coroutine methods to cells: each call hops
-to the IO loop with ``asyncio.wrap_future`` so ``await session.get_variable("x")`` works with
-top-level await while the kernel loop stays responsive. Cache hits are answered here, in the
-kernel thread, without crossing threads.
+portal's loop. :class:`NotebookSession` offers the same API to cells, method by method (typed,
+no reflection): each coroutine hops to the IO loop with ``asyncio.wrap_future``, so
+``await session.get_variable("x")`` works with top-level await while the kernel loop stays
+responsive. Cache hits are answered in the kernel thread without crossing threads. Watches are
+created on the IO loop and wrapped in :class:`NotebookWatch`, whose iteration hops the same way.
+A test checks that every public method of SessionContext has its twin here.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .._cache import MISS
+from .._cache import MISS, VariableCache
 from .._loop import Portal
 from .._session import SessionContext
+from .._types import Variable, VariableUpdate
+from .._watch import Watch
+
+
+class NotebookWatch:
+    """A :class:`Watch` living on the IO thread, iterated from a cell."""
+
+    def __init__(self, watch: Watch, portal: Portal) -> None:
+        self.watch = watch
+        self._portal = portal
+
+    def __aiter__(self) -> NotebookWatch:
+        return self
+
+    async def __anext__(self) -> VariableUpdate:
+        try:
+            return await self._portal.call(self.watch.__anext__())
+        except asyncio.CancelledError:  # the cell's loop was cancelled: stop the watch too
+            self.close()
+            raise
+
+    async def aclose(self) -> None:
+        await self._portal.call(self.watch.aclose())
+
+    def close(self) -> None:
+        self._portal.loop.call_soon_threadsafe(self.watch.close)
+
+    async def __aenter__(self) -> NotebookWatch:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    @property
+    def status(self) -> str:
+        return self.watch.status
+
+    def __repr__(self) -> str:
+        return f"<NotebookWatch {self.watch.names!r} {self.status}>"
 
 
 class NotebookSession:
     """Cell-facing proxy of a SessionContext running on a :class:`Portal`.
 
-    Every public coroutine method of SessionContext is available with the same signature;
     :attr:`context` is the underlying SessionContext (use it only from the IO loop).
     """
 
@@ -33,14 +73,19 @@ class NotebookSession:
     def session_id(self) -> str:
         return self.context.session_id
 
+    # -- answered in this thread -----------------------------------------------------------
+
     async def get_variable(self, name: str, default: Any = None, bypass_cache: bool = False) -> Any:
         """See :meth:`SessionContext.get_variable`; cache hits do not leave this thread."""
         if not bypass_cache:
-            value = self.context._cache.get(name)
+            value = self.context.cached_value(name)
             if value is not MISS:
                 return value
         # after a miss here, don't look again on the IO thread (it would count a second miss)
         return await self.portal.call(self.context.get_variable(name, default, bypass_cache=True))
+
+    def cached_value(self, name: str) -> Any:
+        return self.context.cached_value(name)
 
     def get_cache_info(self) -> dict[str, Any]:
         return self.context.get_cache_info()
@@ -51,22 +96,108 @@ class NotebookSession:
 
     def known_names(self) -> list[str]:
         """Variable names this client has seen (for tab completion; no round trip)."""
-        return sorted({k.name for k in self.context._known.values()})
+        return self.context.known_names()
+
+    @property
+    def cache(self) -> VariableCache:
+        return self.context.cache
+
+    @property
+    def watch_status(self) -> str:
+        return self.context.watch_status
+
+    # -- hop to the IO loop ------------------------------------------------------------------
+
+    async def initialize(self, metadata: Mapping[str, str] | None = None) -> SessionContext:
+        return await self.portal.call(self.context.initialize(metadata))
+
+    async def close(self) -> None:
+        await self.portal.call(self.context.close())
+
+    async def cleanup(self) -> int:
+        return await self.portal.call(self.context.cleanup())
+
+    async def ping(self) -> dict[str, Any]:
+        return await self.portal.call(self.context.ping())
+
+    async def get_session_info(self) -> dict[str, Any]:
+        return await self.portal.call(self.context.get_session_info())
+
+    async def get_variable_info(self, name: str) -> Variable:
+        return await self.portal.call(self.context.get_variable_info(name))
+
+    async def get_variables(self, names: Iterable[str], defaults: Mapping[str, Any] | None = None,
+                            include_metadata: bool = False,
+                            include_stats: bool = False) -> dict[str, Any]:
+        return await self.portal.call(self.context.get_variables(
+            list(names), defaults, include_metadata, include_stats))
+
+    async def list_variables(self, pattern: str | None = None) -> list[Variable]:
+        return await self.portal.call(self.context.list_variables(pattern))
+
+    async def register_variable(
+        self, name: str, type: str, initial_value: Any,
+        constraints: Mapping[str, Any] | None = None, metadata: Mapping[str, str] | None = None,
+        *, replace: bool = False,
+    ) -> str:
+        return await self.portal.call(self.context.register_variable(
+            name, type, initial_value, constraints, metadata, replace=replace))
+
+    async def register_variables(self, variables: list[Mapping[str, Any]]) -> dict[str, str]:
+        return await self.portal.call(self.context.register_variables(variables))
+
+    async def apply_batch(self, registrations: list[Mapping[str, Any]],
+                          updates: Mapping[str, Any] | None = None,
+                          metadata: Mapping[str, str] | None = None) -> dict[str, str]:
+        return await self.portal.call(self.context.apply_batch(registrations, updates, metadata))
+
+    async def set_variable(
+        self, name: str, value: Any, metadata: Mapping[str, str] | None = None,
+        create_if_missing: bool = False, type_hint: str | None = None,
+        *, expected_version: int | None = None,
+    ) -> int:
+        return await self.portal.call(self.context.set_variable(
+            name, value, metadata, create_if_missing, type_hint, expected_version=expected_version))
+
+    async def update_variables(self, updates: Mapping[str, Any],
+                               metadata: Mapping[str, str] | None = None,
+                               atomic: bool = True) -> dict[str, bool | str]:
+        return await self.portal.call(self.context.update_variables(updates, metadata, atomic))
+
+    async def delete_variable(self, name: str) -> None:
+        await self.portal.call(self.context.delete_variable(name))
+
+    async def get_variable_stats(self, variable: str | None = None) -> dict[str, Any]:
+        return await self.portal.call(self.context.get_variable_stats(variable))
+
+    # -- watches: made on the IO loop, iterated from here ------------------------------------
+
+    def watch_variable(self, name: str, include_initial: bool = True,
+                       filter_fn: Callable[[Any, Any], bool] | None = None, throttle_ms: int = 0,
+                       *, debounce_ms: int = 0) -> NotebookWatch:
+        return NotebookWatch(self.portal.run(_make(
+            self.context.watch_variable, name, include_initial, filter_fn, throttle_ms,
+            debounce_ms=debounce_ms)), self.portal)
+
+    def watch_variables(self, names: Iterable[str], include_initial: bool = True,
+                        filter_fn: Callable[[str, Any, Any], bool] | None = None,
+                        throttle_ms: int = 0, debounce_ms: int = 0) -> NotebookWatch:
+        return NotebookWatch(self.portal.run(_make(
+            self.context.watch_variables, list(names), include_initial, filter_fn, throttle_ms,
+            debounce_ms)), self.portal)
+
+    def cancel_watch(self, watch_task: NotebookWatch | Watch | asyncio.Task[Any]) -> None:
+        if isinstance(watch_task, NotebookWatch):
+            watch_task.close()
+        elif isinstance(watch_task, Watch):
+            self.portal.loop.call_soon_threadsafe(watch_task.close)
+        else:  # a task of the kernel loop: cancel it; its watches close as it unwinds
+            watch_task.cancel()
 
     def __repr__(self) -> str:
         return f"<NotebookSession session_id={self.session_id!r} (IO thread {self.portal.name})>"
 
 
-def _forward(name: str, method: Any) -> Any:
-    @functools.wraps(method)
-    async def call(self: NotebookSession, *args: Any, **kwargs: Any) -> Any:
-        return await self.portal.call(getattr(self.context, name)(*args, **kwargs))
-
-    return call
-
-
-for _name, _method in inspect.getmembers(SessionContext, inspect.iscoroutinefunction):
-    if not _name.startswith("_") and _name not in NotebookSession.__dict__ and _name not in (
-        "connect",
-    ):
-        setattr(NotebookSession, _name, _forward(_name, _method))
+async def _make(factory: Callable[..., Watch], *args: Any, **kwargs: Any) -> Watch:
+    """Create a watch on the IO loop (it subscribes to the hub there)."""
+    return factory(*args, **kwargs)

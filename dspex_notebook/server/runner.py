@@ -70,6 +70,8 @@ class ServerConfig:
     write_runtime_file: bool = True
     runtime_dir: pathlib.Path | None = None
     limits: Limits = field(default_factory=Limits)
+    #: keep the change log of at least this many recent revisions (None: keep all), see Store
+    retain_revisions: int | None = None
 
     def check(self) -> None:
         if not is_loopback(self.host) and not self.token:
@@ -87,6 +89,7 @@ class _Running:
     store_id: str = ""
     db: str = ""
     runtime_file: pathlib.Path | None = None
+    store: Store | None = None
 
 
 async def _serve(cfg: ServerConfig, stop: asyncio.Event, ready: Any, state: _Running) -> None:
@@ -94,7 +97,8 @@ async def _serve(cfg: ServerConfig, stop: asyncio.Event, ready: Any, state: _Run
 
     token = cfg.token or secrets.token_urlsafe(32)
     backend = open_backend(cfg.db)
-    store = Store(backend, cfg.limits)
+    store = Store(backend, cfg.limits, retain_revisions=cfg.retain_revisions)
+    state.store = store
     try:
         server, port = await start_grpc_server(
             store, cfg.host, cfg.port, {token: "owner"}, f"dspex-notebook/{__version__}", cfg.limits
@@ -139,9 +143,10 @@ class EmbeddedServer:
 
     def __init__(self, db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, token: str | None = None, write_runtime_file: bool = True,
-                 runtime_dir: pathlib.Path | None = None, limits: Limits | None = None) -> None:
+                 runtime_dir: pathlib.Path | None = None, limits: Limits | None = None,
+                 retain_revisions: int | None = None) -> None:
         self.config = ServerConfig(db, host, port, token, write_runtime_file, runtime_dir,
-                                   limits or Limits())
+                                   limits or Limits(), retain_revisions)
         self.config.check()
         self._state = _Running()
         self._thread: threading.Thread | None = None
@@ -167,6 +172,25 @@ class EmbeddedServer:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def call(self, fn: Any, *args: Any, timeout: float = 10.0) -> Any:
+        """Run ``fn(store, *args)`` on the server's loop thread and return its result (for
+        administration and tests, e.g. ``srv.call(Store.compact, revision)``)."""
+        import concurrent.futures
+
+        loop, store = self._loop, self._state.store
+        if loop is None or store is None or not self.running:
+            raise RuntimeError("the embedded server is not running")
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn(store, *args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return future.result(timeout)
 
     def start(self, timeout: float = 30.0) -> EmbeddedServer:
         """Start serving; return once the port is bound (raises what startup raised)."""
@@ -284,3 +308,18 @@ def embedded_server(db: str | os.PathLike[str] | None = None) -> EmbeddedServer:
         if srv is None or not srv.running:
             srv = _embedded[key] = EmbeddedServer(db).start()
         return srv
+
+
+def embedded_servers() -> list[EmbeddedServer]:
+    """The embedded servers this process started with :func:`embedded_server` (running)."""
+    with _embedded_lock:
+        return [s for s in _embedded.values() if s.running]
+
+
+def stop_embedded(server: EmbeddedServer) -> None:
+    """Stop an embedded server and forget it (the next :func:`embedded_server` starts anew)."""
+    server.stop()
+    with _embedded_lock:
+        for key, value in list(_embedded.items()):
+            if value is server:
+                del _embedded[key]

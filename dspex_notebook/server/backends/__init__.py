@@ -1,10 +1,23 @@
 """Storage backends: :class:`Backend` ABC, in-memory and SQLite implementations."""
 
-from .base import Backend, Commit, HistoryRow, SessionRow, Snapshot, VariableRow
+from .base import (
+    Backend,
+    Commit,
+    Compacted,
+    Compare,
+    CompareFailed,
+    Delete,
+    HistoryRow,
+    Put,
+    SessionRow,
+    Snapshot,
+    StoredVariable,
+)
 from .memory import MemoryBackend
 from .sqlite import SQLiteBackend, StoreLocked
 
 __all__ = [
-    "Backend", "Commit", "HistoryRow", "MemoryBackend", "SQLiteBackend", "SessionRow",
-    "Snapshot", "StoreLocked", "VariableRow",
+    "Backend", "Commit", "Compacted", "Compare", "CompareFailed", "Delete", "HistoryRow",
+    "MemoryBackend", "Put", "SQLiteBackend", "SessionRow", "Snapshot", "StoreLocked",
+    "StoredVariable",
 ]

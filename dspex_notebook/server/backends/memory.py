@@ -2,51 +2,119 @@
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from dataclasses import replace
 
-from .base import Backend, Commit, HistoryRow, SessionRow, Snapshot, VariableRow
+from .base import (
+    Backend,
+    Commit,
+    CompareFailed,
+    HistoryRow,
+    SessionRow,
+    Snapshot,
+    StoredVariable,
+    compacted_error,
+)
 
 
 class MemoryBackend(Backend):
-    """Keeps committed rows in dicts; same contract as the durable backends."""
+    """Keeps committed rows in dicts and the change log in a list; same contract as SQLite."""
 
     name = "memory"
 
     def __init__(self) -> None:
         self.store_id = uuid.uuid4().hex
         self._revision = 0
+        self._compact = 0
         self._sessions: dict[str, SessionRow] = {}
-        self._variables: dict[str, VariableRow] = {}
-        self._history: dict[str, list[HistoryRow]] = {}
+        self._variables: dict[str, StoredVariable] = {}
+        self._names: dict[tuple[str, str], str] = {}  # (session, name) -> id
+        self._log: list[HistoryRow] = []  # in revision order
+        self._log_revs: list[int] = []  # parallel to _log, for bisect
 
     def load(self) -> Snapshot:
         return Snapshot(
-            self.store_id,
-            self._revision,
+            self.store_id, self._revision, self._compact,
             [replace(s) for s in self._sessions.values()],
-            [replace(v) for v in self._variables.values()],
+            [replace(v, value=None, constraints={}) for v in self._variables.values()],
         )
 
-    def commit(self, commit: Commit) -> None:
+    def _check(self, commit: Commit) -> None:
+        for c in commit.compares:
+            if c.var_id:
+                var = self._variables.get(c.var_id)
+                if var is None or var.version != c.version:
+                    raise CompareFailed(
+                        f"variable {c.name!r} changed concurrently (expected version {c.version})"
+                    )
+            elif (c.session_id, c.name) in self._names:
+                raise CompareFailed(f"variable {c.name!r} was registered concurrently")
+
+    def commit(self, commit: Commit) -> int:
+        self._check(commit)
+        revision = self._revision + 1
+        commit.stamp(revision)
         for sid in commit.session_deletes:  # a session goes with its variables (as in SQLite)
             self._sessions.pop(sid, None)
             for vid in [k for k, v in self._variables.items() if v.session_id == sid]:
-                del self._variables[vid]
+                var = self._variables.pop(vid)
+                self._names.pop((sid, var.name), None)
         for s in commit.session_upserts:
-            self._sessions[s.session_id] = s
-        for vid in commit.variable_deletes:
-            self._variables.pop(vid, None)
-        for v in commit.variable_upserts:
-            self._variables[v.id] = v
-        for h in commit.history:
-            self._history.setdefault(h.var_id, []).append(h)
-        for sid in commit.session_deletes:
-            for vid in [k for k, rows in self._history.items() if rows and rows[0].session_id == sid]:
-                del self._history[vid]
-        self._revision = commit.revision
+            self._sessions[s.session_id] = replace(s)
+        for d in commit.deletes:
+            if self._variables.pop(d.var.id, None) is not None:
+                self._names.pop((d.var.session_id, d.var.name), None)
+        for p in commit.puts:
+            self._variables[p.var.id] = p.var
+            self._names[(p.var.session_id, p.var.name)] = p.var.id
+        for row in commit.history(revision):
+            self._log.append(row)
+            self._log_revs.append(revision)
+        self._revision = revision
+        return revision
+
+    def changes(self, after: int, limit: int = 1000) -> list[HistoryRow]:
+        if after < self._compact:
+            raise compacted_error(after, self._compact)
+        start = bisect.bisect_right(self._log_revs, after)
+        end = min(start + limit, len(self._log))
+        while end < len(self._log) and end > start and self._log_revs[end] == self._log_revs[end - 1]:
+            end += 1  # finish the last revision
+        return self._log[start:end]
 
     def history(self, var_id: str, limit: int = 100, offset: int = 0) -> list[HistoryRow]:
-        rows = self._history.get(var_id, [])
-        newest_first = rows[::-1]
-        return newest_first[offset : offset + limit]
+        rows = [r for r in reversed(self._log) if r.var_id == var_id]
+        return rows[offset: offset + limit]
+
+    def history_length(self, var_id: str) -> int:
+        return sum(1 for r in self._log if r.var_id == var_id)
+
+    @property
+    def compact_revision(self) -> int:
+        return self._compact
+
+    def compact(self, revision: int) -> int:
+        revision = min(revision, self._revision)
+        if revision <= self._compact:
+            return self._compact
+        newest: dict[str, int] = {}
+        for i, r in enumerate(self._log):
+            if r.revision <= revision:
+                newest[r.var_id] = i
+        keep = {i for i in newest.values() if self._log[i].op != "delete"}
+        log = [r for i, r in enumerate(self._log) if r.revision > revision or i in keep]
+        self._log, self._log_revs = log, [r.revision for r in log]
+        self._compact = revision
+        return revision
+
+    def read_at(self, session_id: str, revision: int) -> list[HistoryRow]:
+        if revision < self._compact:
+            raise compacted_error(revision - 1, self._compact)
+        latest: dict[str, HistoryRow] = {}
+        for r in self._log:
+            if r.revision > revision:
+                break
+            if r.session_id == session_id:
+                latest[r.var_id] = r
+        return [r for r in latest.values() if r.op != "delete"]

@@ -19,9 +19,18 @@ import sqlite3
 import uuid
 
 from ..._errors import DspexError
-from .base import Backend, Commit, HistoryRow, SessionRow, Snapshot, VariableRow
+from .base import (
+    Backend,
+    Commit,
+    CompareFailed,
+    HistoryRow,
+    SessionRow,
+    Snapshot,
+    StoredVariable,
+    compacted_error,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,9 +47,37 @@ CREATE TABLE IF NOT EXISTS history (
     var_id TEXT NOT NULL, session_id TEXT NOT NULL, version INTEGER NOT NULL,
     revision INTEGER NOT NULL, op TEXT NOT NULL, type_url TEXT NOT NULL, data BLOB NOT NULL,
     binary BLOB NOT NULL, ts REAL NOT NULL, changed_by TEXT NOT NULL, metadata_json TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '', type TEXT NOT NULL DEFAULT '',
+    constraints_json TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (var_id, version, revision));
 CREATE INDEX IF NOT EXISTS history_session ON history (session_id);
+CREATE INDEX IF NOT EXISTS history_revision ON history (revision);
 """
+
+# Schema 1 -> 2: the change log also records name, type and constraints (watch resume and
+# history reads rebuild events from it alone). Old rows get them from the variable or its id.
+_MIGRATE_1_2 = """
+ALTER TABLE history ADD COLUMN name TEXT NOT NULL DEFAULT '';
+ALTER TABLE history ADD COLUMN type TEXT NOT NULL DEFAULT '';
+ALTER TABLE history ADD COLUMN constraints_json TEXT NOT NULL DEFAULT '{}';
+UPDATE history SET
+    name = COALESCE((SELECT v.name FROM variables v WHERE v.id = history.var_id),
+                    substr(var_id, 5, instr(var_id, '#') - 5)),
+    type = COALESCE((SELECT v.type FROM variables v WHERE v.id = history.var_id),
+                    substr(type_url, length('type.googleapis.com/snakepit.') + 1)),
+    constraints_json = COALESCE((SELECT v.constraints_json FROM variables v
+                                 WHERE v.id = history.var_id), '{}');
+UPDATE history SET type = substr(type, 1, length(type) - 7) WHERE type LIKE '%.binary';
+CREATE INDEX IF NOT EXISTS history_revision ON history (revision);
+"""
+
+_HIST_COLS = ("var_id, session_id, name, type, version, revision, op, type_url, data, binary,"
+              " constraints_json, ts, changed_by, metadata_json")
+
+
+def _hist(r: tuple) -> HistoryRow:
+    return HistoryRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bytes(r[8]), bytes(r[9]),
+                      r[10], r[11], r[12], json.loads(r[13]))
 
 
 class StoreLocked(DspexError, RuntimeError):
@@ -70,16 +107,45 @@ class SQLiteBackend(Backend):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=OFF")
-        self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()
+        self._open_schema()
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        self._revision = int(meta["revision"])
+        self._compact = int(meta.get("compact_revision", "0"))
+
+    def _open_schema(self) -> None:
+        db = self._db
+        has_meta = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        version = None
+        if has_meta:
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else None
+        if version is not None and version > SCHEMA_VERSION:
+            raise DspexError(
+                f"store {self.path!r} has schema {version}, newer than this dspex-notebook "
+                f"understands ({SCHEMA_VERSION}); upgrade dspex-notebook"
+            )
+        if version == 1:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _MIGRATE_1_2.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        db.executescript(_SCHEMA)
+        row = db.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()
         if row is None:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [("store_id", uuid.uuid4().hex), ("revision", "0"),
+                [("store_id", uuid.uuid4().hex), ("revision", "0"), ("compact_revision", "0"),
                  ("schema_version", str(SCHEMA_VERSION))],
             )
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
 
     def pragma(self, name: str) -> str:
         """Current value of a PRAGMA (used by tests to assert the durability settings)."""
@@ -94,7 +160,7 @@ class SQLiteBackend(Backend):
             )
         ]
         variables = [
-            VariableRow(
+            StoredVariable(
                 r[0], r[1], r[2], r[3], r[4], bytes(r[5]), bytes(r[6]), r[7], json.loads(r[8]),
                 r[9], r[10], r[11], r[12], r[13],
             )
@@ -104,62 +170,132 @@ class SQLiteBackend(Backend):
                 " FROM variables ORDER BY create_revision, rowid"
             )
         ]
-        return Snapshot(meta["store_id"], int(meta["revision"]), sessions, variables)
+        return Snapshot(meta["store_id"], int(meta["revision"]),
+                        int(meta.get("compact_revision", "0")), sessions, variables)
 
-    def commit(self, commit: Commit) -> None:
+    def _check(self, commit: Commit) -> None:
+        db = self._db
+        for c in commit.compares:
+            if c.var_id:
+                row = db.execute("SELECT version FROM variables WHERE id=?", (c.var_id,)).fetchone()
+                if row is None or row[0] != c.version:
+                    raise CompareFailed(
+                        f"variable {c.name!r} changed concurrently (expected version {c.version})"
+                    )
+            elif db.execute("SELECT 1 FROM variables WHERE session_id=? AND name=?",
+                            (c.session_id, c.name)).fetchone():
+                raise CompareFailed(f"variable {c.name!r} was registered concurrently")
+
+    def commit(self, commit: Commit) -> int:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            self._check(commit)
+            revision = self._revision + 1
+            commit.stamp(revision)
             for sid in commit.session_deletes:
                 db.execute("DELETE FROM sessions WHERE session_id=?", (sid,))
                 db.execute("DELETE FROM variables WHERE session_id=?", (sid,))
-                db.execute("DELETE FROM history WHERE session_id=?", (sid,))
             db.executemany(
                 "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)",
                 [(s.session_id, s.principal, json.dumps(s.metadata), s.created_at, s.last_access)
                  for s in commit.session_upserts],
             )
-            db.executemany("DELETE FROM variables WHERE id=?", [(v,) for v in commit.variable_deletes])
+            db.executemany("DELETE FROM variables WHERE id=?", [(d.var.id,) for d in commit.deletes])
             # An upsert keeps the row (and its rowid: the registration order within a batch);
             # INSERT OR REPLACE would re-insert it, and silently drop any other row that
             # clashes with UNIQUE(session_id, name) instead of failing the transaction.
             db.executemany(
                 "INSERT INTO variables VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE"
-                " SET session_id=excluded.session_id, name=excluded.name, type=excluded.type,"
-                " type_url=excluded.type_url, data=excluded.data, binary=excluded.binary,"
+                " SET type_url=excluded.type_url, data=excluded.data, binary=excluded.binary,"
                 " constraints_json=excluded.constraints_json,"
                 " metadata_json=excluded.metadata_json, source=excluded.source,"
                 " version=excluded.version, mod_revision=excluded.mod_revision,"
-                " create_revision=excluded.create_revision, updated_at=excluded.updated_at",
+                " updated_at=excluded.updated_at",
                 [(v.id, v.session_id, v.name, v.type, v.type_url, v.data, v.binary,
                   v.constraints_json, json.dumps(v.metadata), v.source, v.version,
                   v.mod_revision, v.create_revision, v.updated_at)
-                 for v in commit.variable_upserts],
+                 for v in (p.var for p in commit.puts)],
             )
             db.executemany(
-                "INSERT INTO history VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(h.var_id, h.session_id, h.version, h.revision, h.op, h.type_url, h.data,
-                  h.binary, h.ts, h.changed_by, json.dumps(h.metadata))
-                 for h in commit.history],
+                f"INSERT INTO history ({_HIST_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(h.var_id, h.session_id, h.name, h.type, h.version, h.revision, h.op, h.type_url,
+                  h.data, h.binary, h.constraints_json, h.ts, h.changed_by, json.dumps(h.metadata))
+                 for h in commit.history(revision)],
             )
-            db.execute("UPDATE meta SET value=? WHERE key='revision'", (str(commit.revision),))
+            db.execute("UPDATE meta SET value=? WHERE key='revision'", (str(revision),))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._revision = revision
+        return revision
+
+    def changes(self, after: int, limit: int = 1000) -> list[HistoryRow]:
+        if after < self._compact:
+            raise compacted_error(after, self._compact)
+        rows = self._db.execute(
+            f"SELECT {_HIST_COLS} FROM history WHERE revision > ? ORDER BY revision, rowid LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        if len(rows) == limit:  # finish the last revision
+            last = rows[-1][5]
+            seen = sum(1 for r in rows if r[5] == last)
+            rest = self._db.execute(
+                f"SELECT {_HIST_COLS} FROM history WHERE revision = ? ORDER BY rowid LIMIT -1 OFFSET ?",
+                (last, seen),
+            ).fetchall()
+            rows += rest
+        return [_hist(r) for r in rows]
 
     def history(self, var_id: str, limit: int = 100, offset: int = 0) -> list[HistoryRow]:
         rows = self._db.execute(
-            "SELECT var_id, session_id, version, revision, op, type_url, data, binary, ts,"
-            " changed_by, metadata_json FROM history WHERE var_id=?"
-            " ORDER BY revision DESC LIMIT ? OFFSET ?",
+            f"SELECT {_HIST_COLS} FROM history WHERE var_id=? ORDER BY revision DESC LIMIT ? OFFSET ?",
             (var_id, limit, offset),
         ).fetchall()
-        return [
-            HistoryRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]), r[8], r[9],
-                       json.loads(r[10]))
-            for r in rows
-        ]
+        return [_hist(r) for r in rows]
+
+    def history_length(self, var_id: str) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM history WHERE var_id=?",
+                                    (var_id,)).fetchone()[0])
+
+    @property
+    def compact_revision(self) -> int:
+        return self._compact
+
+    def compact(self, revision: int) -> int:
+        revision = min(revision, self._revision)
+        if revision <= self._compact:
+            return self._compact
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # keep each variable's newest row at or below the watermark unless it is a delete
+            db.execute(
+                "DELETE FROM history WHERE revision <= ?1 AND (op = 'delete' OR revision <"
+                " (SELECT MAX(h.revision) FROM history h WHERE h.var_id = history.var_id"
+                "  AND h.revision <= ?1))",
+                (revision,),
+            )
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('compact_revision', ?)",
+                       (str(revision),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._compact = revision
+        return revision
+
+    def read_at(self, session_id: str, revision: int) -> list[HistoryRow]:
+        if revision < self._compact:
+            raise compacted_error(revision - 1, self._compact)
+        rows = self._db.execute(
+            f"SELECT {_HIST_COLS} FROM history h WHERE session_id = ?1 AND revision = "
+            " (SELECT MAX(revision) FROM history x WHERE x.var_id = h.var_id AND x.revision <= ?2)"
+            " ORDER BY revision, rowid",
+            (session_id, revision),
+        ).fetchall()
+        return [_hist(r) for r in rows if r[6] != "delete"]
 
     def touch_sessions(self, last_access: dict[str, float]) -> None:
         self._db.executemany(

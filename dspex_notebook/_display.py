@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from .._types import Variable
+from ._types import Variable
 
 
 def short(value: Any, width: int = 60) -> str:

@@ -1,0 +1,92 @@
+"""``VariableSpec``: the one shape of "a variable to register", client and server alike.
+
+The client builds it from ``register_variable(s)`` arguments (validated locally), the wire layer
+encodes it into a ``RegisterVariableRequest`` and decodes it back on the server, and the store
+validates and commits it. No dicts or tuples of the same thing elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._constraints import canonical_type, check_constraints, validate
+from ._errors import InvalidArgument, VariableTypeError
+from ._names import check_name
+
+__all__ = ["VariableSpec", "infer_type"]
+
+_KEYS = frozenset({"name", "type", "initial_value", "constraints", "metadata", "replace"})
+
+
+@dataclass(frozen=True, slots=True)
+class VariableSpec:
+    """A variable to register: name, type, initial value, constraints, metadata, replace."""
+
+    name: str
+    type: str
+    value: Any
+    constraints: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    replace: bool = False
+
+    @classmethod
+    def checked(cls, name: Any, type_name: Any, value: Any,
+                constraints: Mapping[str, Any] | None = None,
+                metadata: Mapping[str, str] | None = None, replace: bool = False) -> VariableSpec:
+        """A spec whose type, constraints and value have been validated and normalized.
+
+        Raises:
+            InvalidArgument: bad name, unknown type or constraint.
+            VariableTypeError / ConstraintViolation: the value does not fit.
+        """
+        check_name(name)
+        type_name = canonical_type(type_name)
+        cons = check_constraints(type_name, constraints, name)
+        return cls(name, type_name, validate(type_name, value, cons, name), cons,
+                   dict(metadata or {}), bool(replace))
+
+    @classmethod
+    def from_mapping(cls, item: Mapping[str, Any]) -> VariableSpec:
+        """From the spec's dict form: ``name``, ``type``, ``initial_value`` and optionally
+        ``constraints``, ``metadata``, ``replace``."""
+        if not isinstance(item, Mapping):
+            raise InvalidArgument(f"a variable spec must be a dict, got {type(item).__name__}")
+        unknown = set(item) - _KEYS
+        if unknown:
+            raise InvalidArgument(f"unknown keys {sorted(unknown)} in variable spec {item.get('name')!r}")
+        missing = {"name", "type", "initial_value"} - set(item)
+        if missing:
+            raise InvalidArgument(f"variable spec {item.get('name')!r} lacks {sorted(missing)}")
+        return cls.checked(item["name"], item["type"], item["initial_value"], item.get("constraints"),
+                           item.get("metadata"), item.get("replace", False))
+
+
+def infer_type(value: Any) -> str:
+    """Guess a variable type from a Python value (used by ``create_if_missing`` and sets of
+    variables this client has not seen yet).
+
+    Raises:
+        VariableTypeError: no variable type fits the value.
+    """
+    import numbers
+
+    if isinstance(value, bool) or type(value).__name__ in ("bool_", "bool"):  # numpy 1 / 2
+        return "boolean"
+    if isinstance(value, numbers.Integral):
+        return "integer"
+    if isinstance(value, numbers.Real):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "dict"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    ndim = getattr(value, "ndim", None)
+    if ndim is not None and hasattr(value, "dtype"):
+        return "embedding" if ndim == 1 and value.dtype.kind == "f" else "tensor"
+    raise VariableTypeError(
+        f"cannot infer a variable type for a {type(value).__name__}; pass type_hint="
+    )

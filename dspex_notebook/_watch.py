@@ -1,0 +1,514 @@
+"""Watches: one hub per session multiplexes a server stream into per-watch queues.
+
+:class:`WatchHub` holds ONE ``Watch`` stream per :class:`~dspex_notebook.SessionContext`, for
+every variable of the session. It keeps the client cache coherent (each revision is applied to
+the cache and catalog before any watch sees it) and fans updates out to :class:`Watch` objects.
+After a dropped stream or a server restart it resumes from its last revision + 1 with
+exponential backoff and jitter, drops duplicates (revision ≤ last seen), and when the server
+answers "compacted", "resync required" or "store changed" it starts afresh and tells every
+watch to relist (updates of kind ``resync``).
+
+A :class:`Watch` is an async iterator, an async context manager, and (so that
+``asyncio.create_task(session.watch_variable("x"))`` from the spec works) an awaitable that
+consumes the watch and calls its :meth:`Watch.on_update` callbacks. ``include_initial`` is a
+snapshot at revision R followed by every change after R: the watch is subscribed before the
+snapshot is read, and events at or below R are dropped, so a racing write is neither lost nor
+delivered twice. ``throttle_ms`` / ``debounce_ms`` coalesce to the latest value per variable
+(intermediate values may be skipped; ``old_value`` is the value before the first coalesced
+change). Time comes from an injectable :class:`Clock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._errors import DspexError, SessionNotFoundError, Unsupported
+from ._types import VariableUpdate
+
+if TYPE_CHECKING:
+    from ._session import SessionContext
+
+log = logging.getLogger("dspex_notebook.watch")
+
+__all__ = ["Clock", "MonotonicClock", "Watch", "WatchHub"]
+
+
+class Clock(Protocol):
+    """Where watches read time from (``dspex_notebook.testing.FakeClock`` in tests)."""
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class MonotonicClock:
+    """Real time: ``time.monotonic`` and ``asyncio.sleep``."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class _Restart(Exception):
+    """Internal: reopen the stream now (after a resync)."""
+
+
+class WatchHub:
+    """The session's one server stream, its resume logic, and the watches it feeds."""
+
+    def __init__(self, session: SessionContext, *, clock: Clock | None = None,
+                 backoff: tuple[float, float] = (0.05, 2.0), progress_interval_ms: int = 2000) -> None:
+        self._session = session
+        self._clock: Clock = clock or MonotonicClock()
+        self._backoff = backoff
+        self._progress_ms = progress_interval_ms
+        self.status = "idle"  # idle | connecting | live | reconnecting | unsupported | closed
+        self.revision = 0  # every event up to here has been received
+        self.store_id = ""
+        self.resumes = 0  # streams reopened after a break (for tests and stats)
+        self._target = 0
+        self._task: asyncio.Task[None] | None = None
+        self._live: asyncio.Event | None = None
+        self._watches: dict[Watch, None] = {}
+        self._listeners: list[Callable[[str], Any]] = []
+
+    # ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the stream in the background (idempotent)."""
+        if self._task is None or self._task.done():
+            if self.status in ("unsupported", "closed"):
+                return
+            self._live = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="dspex-watch-hub")
+
+    async def wait_live(self, timeout: float | None = None) -> bool:
+        """Wait until the stream is connected and caught up; False on timeout or when the
+        server has no watch support."""
+        self.start()
+        if self.status == "live":
+            return True
+        if self.status in ("unsupported", "closed") or self._live is None:
+            return False
+        try:
+            await asyncio.wait_for(self._live.wait(), timeout)
+        except TimeoutError:
+            return False
+        return self.status == "live"
+
+    def add_listener(self, callback: Callable[[str], Any]) -> Callable[[], None]:
+        """Call ``callback(status)`` on every status change; returns a function that removes it."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def _set_status(self, status: str) -> None:
+        if status == self.status:
+            return
+        self.status = status
+        if status != "live" and self._live is not None:
+            self._live.clear()
+        for cb in list(self._listeners):
+            try:
+                cb(status)
+            except Exception:
+                log.exception("watch status listener failed")
+
+    async def close(self) -> None:
+        self._set_status("closed")
+        for w in list(self._watches):
+            w._shutdown()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._session._cache.coherent_revision = -1
+
+    # ------------------------------------------------------------------------------------------
+
+    def _add(self, watch: Watch) -> None:
+        self._watches[watch] = None
+        self.start()
+
+    def _remove(self, watch: Watch) -> None:
+        self._watches.pop(watch, None)
+
+    def watches_of(self, task: asyncio.Task[Any]) -> list[Watch]:
+        return [w for w in self._watches if w._owner is task or task.get_coro() is w]
+
+    async def _run(self) -> None:
+        session = self._session
+        delay = self._backoff[0]
+        first = True
+        while self.status not in ("closed", "unsupported"):
+            self._set_status("connecting" if first else "reconnecting")
+            try:
+                start = self.revision + 1 if self.revision else 0
+                async for msg in session._bridge.watch(
+                        session.session_id, start_revision=start, store_id=self.store_id,
+                        progress_interval_ms=self._progress_ms):
+                    if self._handle(msg):
+                        delay = self._backoff[0]
+                        first = False
+            except _Restart:
+                delay = 0.0
+            except Unsupported:
+                log.info("server has no Watch RPC: the cache falls back to its TTL")
+                self._set_status("unsupported")
+                return
+            except asyncio.CancelledError:
+                raise
+            except SessionNotFoundError:
+                delay = self._backoff[1]  # cleaned up elsewhere; try again later, slowly
+            except (DspexError, ConnectionError, RuntimeError) as exc:
+                log.debug("watch stream broke (%s); resuming from revision %d", exc, self.revision)
+            session._cache.coherent_revision = -1
+            if self.status in ("closed", "unsupported"):
+                return
+            self._set_status("reconnecting")
+            self.resumes += 1
+            if delay:
+                await self._clock.sleep(delay * (0.5 + random.random()))
+            delay = min(max(delay, self._backoff[0]) * 2, self._backoff[1])
+
+    def _handle(self, msg: Any) -> bool:
+        """Apply one stream message; True once the stream is known to be healthy."""
+        cache = self._session._cache
+        if msg.canceled:
+            reason = msg.cancel_reason or "canceled"
+            log.info("watch canceled by the server (%s): relisting", reason)
+            if reason == "store changed" or msg.store_id != self.store_id:
+                self.store_id = msg.store_id
+                self._session._catalog.clear()
+            self.revision = 0
+            self._resync(reason)
+            raise _Restart
+        if msg.created:
+            if msg.revision < self.revision:  # the store went back in time (restored file)
+                self.revision = 0
+                self._resync("revision went backwards")
+            self.store_id = msg.store_id
+            if not self.revision:
+                self.revision = msg.revision
+            self._target = msg.revision
+        elif msg.progress:
+            self.revision = max(self.revision, msg.revision)
+        elif msg.updates:
+            if msg.revision <= self.revision:
+                return True  # a duplicate (resumed too early): already applied
+            self._apply(msg.revision, msg.updates)
+            self.revision = msg.revision
+        if self.revision >= self._target and self.status != "live":
+            cache.coherent_revision = self.revision
+            self._set_status("live")
+            if self._live is not None:
+                self._live.set()
+        elif self.status == "live":
+            cache.coherent_revision = max(cache.coherent_revision, self.revision)
+        return True
+
+    def _apply(self, revision: int, updates: list[VariableUpdate]) -> None:
+        session = self._session
+        cache, catalog = session._cache, session._catalog
+        cache.begin()
+        try:
+            for u in updates:
+                if u.kind == "delete":
+                    cache.note_revision(u.name, revision)
+                    cache.invalidate(u.name, reason="deleted")
+                    known = catalog.get(u.name)
+                    if known is not None and known.id == u.variable_id:
+                        catalog.forget(u.name)
+                    continue
+                if u.kind == "register":
+                    catalog.learn(u.variable_id, u.name, u.type, u.constraints or {})
+                if cache.update(u.name, u.value, revision) and cache._subs:
+                    cache._notify(u.name, "changed")
+        finally:
+            cache.end(revision)
+        for w in list(self._watches):
+            for u in updates:
+                w._push(u)
+
+    def _resync(self, reason: str) -> None:
+        self._session._cache.clear(reason)
+        for w in list(self._watches):
+            w._request_snapshot("resync")
+
+
+class Watch:
+    """Updates of some variables of a session. See the module docstring.
+
+    Use as ``async for update in watch``, ``async with watch``, ``await watch.aclose()``, or
+    ``asyncio.create_task(watch)`` with :meth:`on_update` callbacks.
+    """
+
+    def __init__(self, hub: WatchHub, names: Iterable[str], *, include_initial: bool = True,
+                 filter_fn: Callable[..., bool] | None = None, filter_with_name: bool = False,
+                 throttle_ms: int = 0, debounce_ms: int = 0, clock: Clock | None = None,
+                 max_queue: int = 10_000) -> None:
+        self._hub = hub
+        self.names = list(dict.fromkeys(names))
+        if not self.names:
+            raise ValueError("watch_variables needs at least one variable name")
+        if throttle_ms < 0 or debounce_ms < 0:
+            raise ValueError("throttle_ms and debounce_ms must be >= 0")
+        self._keys = set(self.names)
+        self._filter = filter_fn
+        self._filter_with_name = filter_with_name
+        self._throttle = throttle_ms / 1000
+        self._debounce = debounce_ms / 1000
+        self._clock: Clock = clock or hub._clock
+        self._max_queue = max_queue
+        self._queue: deque[tuple[VariableUpdate, float]] = deque()
+        self._ready: deque[VariableUpdate] = deque()
+        self._pending: dict[str, tuple[VariableUpdate, float]] = {}  # name -> (update, due)
+        self._last_emit: dict[str, float] = {}
+        self._floor: dict[str, int] = {}
+        self._snapshot_kind: str | None = "initial" if include_initial else None
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._callbacks: list[Callable[[VariableUpdate], Any]] = []
+        self._runner: Any = None
+        try:
+            self._owner: asyncio.Task[Any] | None = asyncio.current_task()
+        except RuntimeError:
+            self._owner = None
+        hub._add(self)
+
+    @property
+    def status(self) -> str:
+        """The hub's stream: ``connecting``, ``live``, ``reconnecting``, ``unsupported``,
+        ``closed`` (or ``closed`` once this watch is)."""
+        return "closed" if self._closed else self._hub.status
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------------------------------
+    # hub side
+
+    def _push(self, update: VariableUpdate) -> None:
+        if self._closed or (update.name not in self._keys and update.variable_id not in self._keys):
+            return
+        if len(self._queue) >= self._max_queue:  # the consumer stopped reading: relist later
+            self._queue.clear()
+            self._request_snapshot("resync")
+            return
+        self._queue.append((update, self._clock.now()))
+        self._wake()
+
+    def _request_snapshot(self, kind: str) -> None:
+        self._queue.clear()
+        self._pending.clear()
+        self._snapshot_kind = kind
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ------------------------------------------------------------------------------------------
+    # consumer side
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> VariableUpdate:
+        while True:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if self._closed:
+                raise StopAsyncIteration
+            if self._snapshot_kind is not None:
+                await self._take_snapshot()
+                continue
+            update, wait = self._next_ready()
+            if update is not None:
+                return update
+            await self._wait(wait)
+
+    async def _take_snapshot(self) -> None:
+        kind = self._snapshot_kind
+        session = self._hub._session
+        while not self._closed:
+            await self._hub.wait_live()
+            try:
+                found, _missing, revision = await session._bridge.get_variables(
+                    session.session_id, self.names)
+                break
+            except SessionNotFoundError:
+                raise
+            except DspexError as exc:  # server gone: wait for the hub to reconnect
+                log.debug("watch snapshot failed (%s); retrying", exc)
+                await self._clock.sleep(self._hub._backoff[0])
+        else:
+            return
+        if self._snapshot_kind != kind:  # asked again meanwhile: take the newer one
+            return
+        self._snapshot_kind = None
+        seen: set[str] = set()
+        for ident in self.names:
+            var = found.get(ident)
+            if var is None:
+                self._floor[ident] = revision
+                continue
+            self._floor[var.name] = revision
+            if var.name in seen:
+                continue
+            seen.add(var.name)
+            self._keys.add(var.name)
+            self._ready.append(VariableUpdate(
+                variable_id=var.id, name=var.name, value=var.value, old_value=None, kind=kind or "",
+                revision=revision, version=var.version, type=var.type, metadata=dict(var.metadata),
+                timestamp=var.updated_at, source=var.source, constraints=dict(var.constraints)))
+
+    def _accept(self, update: VariableUpdate) -> bool:
+        if update.revision <= self._floor.get(update.name, -1):
+            return False
+        if self._filter is None or update.kind not in ("set", "register"):
+            return True
+        try:
+            if self._filter_with_name:
+                return bool(self._filter(update.name, update.old_value, update.value))
+            return bool(self._filter(update.old_value, update.value))
+        except Exception as exc:
+            self._error = exc
+            return False
+
+    def _next_ready(self) -> tuple[VariableUpdate | None, float | None]:
+        """The next update to deliver, or ``(None, seconds to wait or None for "until one
+        arrives")``."""
+        if self._ready:
+            return self._ready.popleft(), None
+        queue = self._queue
+        if not self._throttle and not self._debounce:
+            while queue:
+                update = queue.popleft()[0]
+                if self._accept(update):
+                    return update, None
+                if self._error is not None:
+                    return None, 0
+            return None, None
+        while queue:
+            update, arrived = queue.popleft()
+            if not self._accept(update):
+                if self._error is not None:
+                    return None, 0
+                continue
+            prior = self._pending.get(update.name)
+            if prior is not None and prior[0].kind != "delete":
+                update = _merged(prior[0], update)
+            due = max(arrived + self._debounce,
+                      self._last_emit.get(update.name, -1e18) + self._throttle)
+            self._pending[update.name] = (update, due)
+        if not self._pending:
+            return None, None
+        name, (update, due) = min(self._pending.items(), key=lambda kv: kv[1][1])
+        now = self._clock.now()
+        if due <= now:
+            del self._pending[name]
+            self._last_emit[name] = now
+            return update, None
+        return None, due - now
+
+    async def _wait(self, timeout: float | None) -> None:
+        if timeout == 0:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        try:
+            if timeout is None:
+                await waiter
+                return
+            sleeper = loop.create_task(self._clock.sleep(timeout))
+            try:
+                await asyncio.wait((waiter, sleeper), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+        finally:
+            self._waiter = None
+
+    # ------------------------------------------------------------------------------------------
+    # lifecycle
+
+    def _shutdown(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._hub._remove(self)
+            self._wake()
+
+    async def aclose(self) -> None:
+        """Stop watching (idempotent); a pending ``async for`` ends."""
+        self._shutdown()
+
+    async def __aenter__(self) -> Watch:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._shutdown()
+
+    def on_update(self, callback: Callable[[VariableUpdate], Any]) -> Watch:
+        """Call ``callback(update)`` (function or coroutine function) for each update when the
+        watch is awaited or run as a task; returns the watch."""
+        self._callbacks.append(callback)
+        return self
+
+    async def _drain(self) -> int:
+        count = 0
+        try:
+            async for update in self:
+                count += 1
+                for cb in self._callbacks:
+                    result = cb(update)
+                    if inspect.isawaitable(result):
+                        await result
+        finally:
+            self._shutdown()
+        return count
+
+    # the coroutine protocol, so that asyncio.create_task(watch) works as the spec shows
+    def _coro(self) -> Any:
+        if self._runner is None:
+            self._runner = self._drain()
+        return self._runner
+
+    def __await__(self) -> Any:
+        return self._coro().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._coro().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._coro().throw(*args)
+
+    def close(self) -> None:
+        """Stop watching (synchronous form of :meth:`aclose`)."""
+        self._shutdown()
+        if self._runner is not None:
+            self._runner.close()
+
+    def __repr__(self) -> str:
+        return f"<Watch {self.names!r} {self.status}>"
+
+
+def _merged(first: VariableUpdate, latest: VariableUpdate) -> VariableUpdate:
+    """``latest`` with the ``old_value`` of the first coalesced change."""
+    from dataclasses import replace
+
+    return replace(latest, old_value=first.old_value)

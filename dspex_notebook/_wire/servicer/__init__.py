@@ -1,0 +1,31 @@
+"""The grpc.aio servicer of ``snakepit.bridge.BridgeService``, in handler groups:
+
+* ``base.py``: authentication, codec flag, error → status (every handler goes through it);
+* ``variables.py``: sessions and variables (unary RPCs);
+* ``watch.py``: ``Watch``, ``WatchVariables`` (v0.4.x) and ``GetVariableStats``.
+"""
+
+from __future__ import annotations
+
+from ..._proto import snakepit_bridge_pb2_grpc as pb_grpc
+from .base import MalformedRequest, lenient_deserializer, unsupported
+from .variables import VariableHandlers
+from .watch import WatchHandlers
+
+__all__ = ["BridgeServicer", "MalformedRequest", "lenient_deserializer"]
+
+
+class BridgeServicer(VariableHandlers, WatchHandlers, pb_grpc.BridgeServiceServicer):
+    """``snakepit.bridge.BridgeService`` backed by a :class:`~...server.store.Store`."""
+
+    # not served (yet): a clear UNIMPLEMENTED instead of the generated base class' exception
+    ExecuteTool = unsupported("ExecuteTool (tool bridge)")
+    RegisterTools = unsupported("RegisterTools (tool bridge)")
+    GetExposedElixirTools = unsupported("GetExposedElixirTools (tool bridge)")
+    ExecuteElixirTool = unsupported("ExecuteElixirTool (tool bridge)")
+    ExecuteStreamingTool = unsupported("ExecuteStreamingTool (tool bridge)")
+    AddDependency = unsupported("AddDependency")
+    StartOptimization = unsupported("StartOptimization")
+    StopOptimization = unsupported("StopOptimization")
+    GetVariableHistory = unsupported("GetVariableHistory")
+    RollbackVariable = unsupported("RollbackVariable")

@@ -1,0 +1,212 @@
+"""Session and variable RPCs: decode requests, call the :class:`Store`, encode replies.
+
+Replies are assembled from cached serialized variables (``_wire/encode.py``) where that saves
+building messages: a bulk read joins bytes instead of copying sub-messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ... import _codec
+from ..._errors import DspexError, InvalidArgument, ResourceLimitExceeded
+from ..._proto import snakepit_bridge_pb2 as pb
+from ..._values import VariableSpec
+from ...server.backends.base import StoredVariable
+from .. import pbwire
+from ..encode import variable_message
+from .base import ServicerBase, rpc
+
+
+class VariableHandlers(ServicerBase):
+    """Sessions and variables: the unary RPCs of ``snakepit.bridge.BridgeService``."""
+
+    # ------------------------------------------------------------------------------------------
+    # decoding
+
+    @staticmethod
+    def _constraints(request: Any) -> Any:
+        if not request.constraints_json:
+            return None
+        try:
+            return json.loads(request.constraints_json)
+        except ValueError as exc:
+            raise InvalidArgument(
+                f"{request.name!r}: constraints_json is not valid JSON: {exc}"
+            ) from None
+        except RecursionError:
+            raise InvalidArgument(f"{request.name!r}: constraints_json is nested too deeply") from None
+
+    def _decode(self, any_value: Any, binary: bytes) -> Any:
+        """Decode a request value, refusing oversize ones before any parsing work."""
+        size = len(any_value.value) + len(binary)
+        limit = self.store.limits.max_value_bytes
+        if size > limit:
+            raise ResourceLimitExceeded(f"a value of {size} bytes exceeds the limit of {limit}")
+        _, raw = _codec.decode(any_value.type_url, any_value.value, binary)
+        return raw
+
+    def _decode_updates(self, values: Mapping[str, Any], binaries: Mapping[str, bytes]) -> dict[str, Any]:
+        """``{identifier: value}`` of a batch; an entry that cannot be decoded maps to its
+        :class:`DspexError`, which the store raises (atomic) or reports for that entry."""
+        updates: dict[str, Any] = {}
+        for ident, any_value in values.items():
+            try:
+                updates[ident] = self._decode(any_value, binaries.get(ident, b""))
+            except DspexError as exc:
+                updates[ident] = exc
+        for ident in binaries:
+            if ident not in updates:
+                updates[ident] = InvalidArgument(f"binary update for {ident!r} has no value/type_url")
+        return updates
+
+    def _reply_fits(self, size: int, what: str) -> None:
+        """Refuse a reply the transport would refuse anyway, with advice instead of a cutoff."""
+        limit = self.store.limits.max_message_bytes
+        if size > limit:
+            raise ResourceLimitExceeded(
+                f"{what} reply would be {size} bytes, over the {limit}-byte message limit; "
+                "read fewer variables per call (e.g. get_variables in chunks, or a narrower "
+                "list pattern)"
+            )
+
+    # ------------------------------------------------------------------------------------------
+    # health & sessions
+
+    @rpc
+    def Ping(self, request, principal, raw):
+        reply = pb.PingResponse(
+            message=f"pong: {request.message}", store_id=self.store.store_id,
+            revision=self.store.revision, server_version=self._version,
+        )
+        reply.server_time.GetCurrentTime()
+        return reply
+
+    @rpc
+    def InitializeSession(self, request, principal, raw):
+        rev = self.store.init_session(principal, request.session_id, dict(request.metadata))
+        return pb.InitializeSessionResponse(success=True, revision=rev)
+
+    @rpc
+    def CleanupSession(self, request, principal, raw):
+        removed, rev = self.store.cleanup_session(principal, request.session_id)
+        return pb.CleanupSessionResponse(success=True, resources_cleaned=removed, revision=rev)
+
+    @rpc
+    def GetSession(self, request, principal, raw):
+        row, count = self.store.get_session(principal, request.session_id)
+        reply = pb.GetSessionResponse(session_id=row.session_id, metadata=row.metadata,
+                                      variable_count=count, tool_count=0)
+        reply.created_at.FromNanoseconds(int(row.created_at * 1e9))
+        reply.last_accessed_at.FromNanoseconds(int(row.last_access * 1e9))
+        return reply
+
+    @rpc
+    def Heartbeat(self, request, principal, raw):
+        reply = pb.HeartbeatResponse(session_valid=self.store.heartbeat(principal, request.session_id))
+        reply.server_time.GetCurrentTime()
+        return reply
+
+    # ------------------------------------------------------------------------------------------
+    # variables
+
+    def _spec(self, request: Any) -> VariableSpec:
+        """A registration request as a (not yet validated) spec; the store validates it."""
+        value = self._decode(request.initial_value, request.initial_binary_value)
+        return VariableSpec(request.name, request.type, value, self._constraints(request),
+                            dict(request.metadata), request.replace)
+
+    @rpc
+    def RegisterVariable(self, request, principal, raw):
+        var = self.store.register(principal, request.session_id, self._spec(request))
+        return pb.RegisterVariableResponse(
+            success=True, variable_id=var.id, revision=var.mod_revision,
+            variable=variable_message(var, raw),
+        )
+
+    @rpc
+    def RegisterVariables(self, request, principal, raw):
+        specs = [self._spec(r) for r in request.variables]
+        updates = self._decode_updates(request.updates, request.binary_updates)
+        created = self.store.register_many(principal, request.session_id, specs, updates,
+                                           dict(request.update_metadata))
+        return pb.BatchRegisterVariablesResponse(
+            success=True, variable_ids={v.name: v.id for v in created}, revision=self.store.revision,
+            variables=[variable_message(v, raw) for v in created],
+        )
+
+    @rpc
+    def GetVariable(self, request, principal, raw):
+        # GetVariableResponse{1: variable, 3: revision}, assembled from the cached bytes
+        var = self.store.get(principal, request.session_id, request.variable_identifier)
+        return pbwire.field_bytes(1, self.encoder.variable_bytes(var, raw)) + pbwire.field_varint(
+            3, self.store.revision)
+
+    @rpc
+    def SetVariable(self, request, principal, raw):
+        value = self._decode(request.value, request.binary_value)
+        expected = request.expected_version if request.HasField("expected_version") else None
+        var = self.store.set(principal, request.session_id, request.variable_identifier, value,
+                             dict(request.metadata), expected)
+        return pb.SetVariableResponse(success=True, new_version=var.version,
+                                      revision=var.mod_revision)
+
+    @rpc
+    def GetVariables(self, request, principal, raw):
+        # BatchGetVariablesResponse{1: map<string, Variable>, 2: missing, 3: revision}, assembled
+        # from each variable's cached serialized form: no per-item message copies.
+        found, missing = self.store.get_many(principal, request.session_id,
+                                             list(request.variable_identifiers))
+        if request.values_only and raw:
+            return self._packed_values(found, missing)
+        variable_bytes = self.encoder.variable_bytes
+        parts = [
+            pbwire.map_entry(1, ident.encode(), variable_bytes(var, raw))
+            for ident, var in found.items()
+        ]
+        parts += [pbwire.field_bytes(2, m.encode()) for m in missing]
+        parts.append(pbwire.field_varint(3, self.store.revision))
+        reply = b"".join(parts)
+        self._reply_fits(len(reply), "GetVariables")
+        return reply
+
+    def _packed_values(self, found: Mapping[str, StoredVariable], missing: list[str]) -> bytes:
+        """The ``values_only`` reply: one JSON document plus concatenated raw arrays."""
+        element = self.encoder.packed_element
+        elements, blobs = [], []
+        for var in found.values():
+            elements.append(element(var))
+            if var.binary:  # an empty array contributes no bytes (its count is 0)
+                blobs.append(var.binary)
+        parts = [pbwire.field_bytes(2, m.encode()) for m in missing]
+        parts.append(pbwire.field_varint(3, self.store.revision))
+        parts.append(pbwire.field_bytes(4, b"[" + b",".join(elements) + b"]"))
+        if blobs:
+            parts.append(pbwire.field_bytes(5, b"".join(blobs)))
+        reply = b"".join(parts)
+        self._reply_fits(len(reply), "GetVariables")
+        return reply
+
+    @rpc
+    def SetVariables(self, request, principal, raw):
+        updates = self._decode_updates(request.updates, request.binary_updates)
+        versions, errors, rev = self.store.set_many(
+            principal, request.session_id, updates, dict(request.metadata), request.atomic
+        )
+        return pb.BatchSetVariablesResponse(success=not errors, errors=errors,
+                                            new_versions=versions, revision=rev)
+
+    @rpc
+    def ListVariables(self, request, principal, raw):
+        found = self.store.list(principal, request.session_id, request.pattern)
+        reply = pb.ListVariablesResponse(variables=[variable_message(v, raw) for v in found],
+                                         revision=self.store.revision)
+        self._reply_fits(reply.ByteSize(), "ListVariables")
+        return reply
+
+    @rpc
+    def DeleteVariable(self, request, principal, raw):
+        rev = self.store.delete(principal, request.session_id, request.variable_identifier)
+        return pb.DeleteVariableResponse(success=True, revision=rev)

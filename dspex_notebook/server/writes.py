@@ -1,0 +1,187 @@
+"""Staging writes: validate against the in-memory view and build the :class:`Commit`.
+
+Pure functions of the view and the request: nothing here touches the backend or changes the
+view (the store's commit pipeline does that). A refused write raises a :class:`DspexError`
+before anything is committed.
+
+Semantics (fixes over snakepit v0.4.3 are marked FIX in docs/wire-compatibility.md):
+identifiers resolve as an id of this session first, then as a name; registering an existing
+name is ALREADY_EXISTS unless ``replace``; ``expected_version`` is honoured (and compared again
+inside the backend transaction); an atomic batch is all-or-nothing; every write is one revision.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .. import _codec
+from .._constraints import validate
+from .._errors import (
+    DspexError,
+    InvalidArgument,
+    ResourceLimitExceeded,
+    VariableExistsError,
+    VariableNotFoundError,
+    VersionConflict,
+)
+from .._values import VariableSpec
+from .backends.base import Commit, Compare, Delete, Put, StoredVariable
+from .limits import Limits
+from .view import SessionState, View
+
+
+def resolve(view: View, sess: SessionState, ident: str) -> StoredVariable:
+    """A variable of the session by id, then by name."""
+    var = view.vars.get(ident)
+    if var is not None and var.session_id == sess.row.session_id:
+        return var
+    vid = sess.by_name.get(ident)
+    if vid is None:
+        shown = ident if len(ident) <= 80 else ident[:77] + "..."
+        raise VariableNotFoundError(f"Variable not found: {shown}")
+    return view.vars[vid]
+
+
+def encoded(limits: Limits, var_id: str, session_id: str, name: str, type_name: str, value: Any,
+            constraints: dict[str, Any], constraints_json: str, metadata: dict[str, str],
+            version: int, create_revision: int, ts: float) -> StoredVariable:
+    """A new variable state (revision fields are stamped by the backend)."""
+    type_url, data, binary = _codec.encode(type_name, value)
+    size = len(data) + len(binary)
+    if size > limits.max_value_bytes:
+        raise ResourceLimitExceeded(
+            f"{name!r}: value is {size} bytes encoded (limit {limits.max_value_bytes})"
+        )
+    return StoredVariable(
+        var_id, session_id, name, type_name, type_url, data, binary, constraints_json, metadata,
+        metadata.get("source", "python"), version, 0, create_revision, ts, value, constraints,
+    )
+
+
+def next_state(limits: Limits, var: StoredVariable, raw_value: Any, ts: float) -> StoredVariable:
+    """``var`` with a new value, version + 1 (validated against its type and constraints)."""
+    value = validate(var.type, raw_value, var.constraints, var.name)
+    return encoded(limits, var.id, var.session_id, var.name, var.type, value, var.constraints,
+                   var.constraints_json, var.metadata, var.version + 1, var.create_revision, ts)
+
+
+def stage_register(view: View, limits: Limits, sess: SessionState, specs: list[VariableSpec],
+                   updates: Mapping[str, Any], update_metadata: Mapping[str, str], principal: str,
+                   ts: float) -> tuple[Commit, list[StoredVariable]]:
+    """Registrations plus updates as one commit; returns it and the new variables."""
+    limits.check_metadata(update_metadata)
+    if len(specs) + len(updates) > limits.max_batch:
+        raise ResourceLimitExceeded(
+            f"batch of {len(specs) + len(updates)} entries (limit {limits.max_batch})"
+        )
+    commit = Commit(ts=ts)
+    created: list[StoredVariable] = []
+    seen: set[str] = set()
+    session_id = sess.row.session_id
+    for raw in specs:
+        spec = VariableSpec.checked(raw.name, raw.type, raw.value, raw.constraints, raw.metadata,
+                                    raw.replace)
+        if spec.name in seen:
+            raise InvalidArgument(f"variable {spec.name!r} appears twice in one registration batch")
+        seen.add(spec.name)
+        limits.check_metadata(spec.metadata)
+        old_id = sess.by_name.get(spec.name)
+        if old_id is not None and not spec.replace:
+            raise VariableExistsError(
+                f"variable {spec.name!r} already exists in session {session_id!r} "
+                "(set it, delete it first, or register with replace=True)"
+            )
+        var = encoded(limits, "", session_id, spec.name, spec.type, spec.value, spec.constraints,
+                      json.dumps(spec.constraints, sort_keys=True), spec.metadata, 0, 0, ts)
+        if old_id is not None:
+            old = view.vars[old_id]
+            commit.deletes.append(Delete(old, principal, spec.metadata))
+            commit.compares.append(Compare(session_id, old.name, old.id, old.version))
+        else:
+            commit.compares.append(Compare(session_id, spec.name))
+        commit.puts.append(Put(var, "register", principal, spec.metadata))
+        created.append(var)
+    by_id: dict[str, str] = {}
+    for ident, raw_value in updates.items():
+        if ident in seen:
+            raise InvalidArgument(f"{ident!r} is registered and updated in the same batch")
+        new = _stage_update(view, limits, sess, ident, raw_value, by_id, ts, replaced=seen)
+        commit.puts.append(Put(new, "set", principal, dict(update_metadata)))
+        commit.compares.append(Compare(session_id, new.name, new.id, new.version - 1))
+    new_names = sum(1 for v in created if v.name not in sess.by_name)
+    if len(sess.by_name) + new_names > limits.max_variables_per_session:
+        raise ResourceLimitExceeded(
+            f"session {session_id!r} would have {len(sess.by_name) + new_names} variables "
+            f"(limit {limits.max_variables_per_session})"
+        )
+    return commit, created
+
+
+def stage_set(view: View, limits: Limits, sess: SessionState, ident: str, raw_value: Any,
+              metadata: Mapping[str, str], expected_version: int | None, principal: str,
+              ts: float) -> tuple[Commit, StoredVariable]:
+    limits.check_metadata(metadata)
+    var = resolve(view, sess, ident)
+    if expected_version is not None and expected_version != var.version:
+        raise VersionConflict(
+            f"variable {var.name!r} is at version {var.version}, expected {expected_version}"
+        )
+    new = next_state(limits, var, raw_value, ts)
+    commit = Commit([Put(new, "set", principal, dict(metadata))],
+                    compares=[Compare(var.session_id, var.name, var.id, var.version)], ts=ts)
+    return commit, new
+
+
+def stage_batch(view: View, limits: Limits, sess: SessionState, updates: Mapping[str, Any],
+                metadata: Mapping[str, str], atomic: bool, principal: str,
+                ts: float) -> tuple[Commit | None, dict[str, StoredVariable], dict[str, str]]:
+    """A batch write: ``(commit or None, {ident: new state}, {ident: error})``.
+
+    ``updates`` values may be :class:`DspexError` instances (a value that failed to decode);
+    they count as that entry's error. Atomic: any error → no commit.
+    """
+    limits.check_metadata(metadata)
+    if len(updates) > limits.max_batch:
+        raise ResourceLimitExceeded(f"batch of {len(updates)} updates (limit {limits.max_batch})")
+    errors: dict[str, str] = {}
+    staged: dict[str, StoredVariable] = {}
+    by_id: dict[str, str] = {}
+    for ident, raw in updates.items():
+        try:
+            staged[ident] = _stage_update(view, limits, sess, ident, raw, by_id, ts)
+        except DspexError as exc:
+            errors[ident] = str(exc)
+    if (atomic and errors) or not staged:
+        return None, {}, errors
+    commit = Commit(ts=ts)
+    for new in staged.values():
+        commit.puts.append(Put(new, "set", principal, dict(metadata)))
+        commit.compares.append(Compare(new.session_id, new.name, new.id, new.version - 1))
+    return commit, staged, errors
+
+
+def stage_delete(view: View, sess: SessionState, ident: str, principal: str,
+                 ts: float) -> Commit:
+    var = resolve(view, sess, ident)
+    return Commit(deletes=[Delete(var, principal, {})],
+                  compares=[Compare(var.session_id, var.name, var.id, var.version)], ts=ts)
+
+
+def _stage_update(view: View, limits: Limits, sess: SessionState, ident: str, raw: Any,
+                  by_id: dict[str, str], ts: float,
+                  replaced: set[str] | None = None) -> StoredVariable:
+    """The new state for one batch entry (``raw`` may be a decode error to raise)."""
+    if isinstance(raw, DspexError):
+        raise raw
+    var = resolve(view, sess, ident)
+    if replaced and var.name in replaced:  # e.g. the old id of a variable being replaced
+        raise InvalidArgument(
+            f"{ident!r} names variable {var.name!r}, which the same batch registers anew"
+        )
+    if var.id in by_id:
+        raise InvalidArgument(f"{ident!r} and {by_id[var.id]!r} name the same variable in one batch")
+    new = next_state(limits, var, raw, ts)
+    by_id[var.id] = ident
+    return new

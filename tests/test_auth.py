@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 import dspex_notebook as dn
+from dspex_notebook import VariableSpec
 from dspex_notebook._proto import snakepit_bridge_pb2 as pb
 from dspex_notebook._wire.server import start_grpc_server
 from dspex_notebook.server import EmbeddedServer, Store
@@ -108,7 +109,7 @@ async def test_token_added_by_a_client_interceptor(server):
 def test_store_principal_cannot_use_another_principals_session():
     store = Store(MemoryBackend())
     store.init_session("alice", "admin_x", {})
-    rec = store.register("alice", "admin_x", "secret", "string", "s3cr3t", None, {})
+    rec = store.register("alice", "admin_x", VariableSpec("secret", "string", "s3cr3t", None, {}))
     rev = store.revision
     attempts = [
         lambda: store.init_session("bob", "admin_x", {}),  # naming it does not make it yours
@@ -118,11 +119,10 @@ def test_store_principal_cannot_use_another_principals_session():
         lambda: store.list("bob", "admin_x"),
         lambda: store.set("bob", "admin_x", "secret", "mine", {}),
         lambda: store.set_many("bob", "admin_x", {"secret": "mine"}, {}, True),
-        lambda: store.register("bob", "admin_x", "other", "integer", 1, None, {}),
+        lambda: store.register("bob", "admin_x", VariableSpec("other", "integer", 1, None, {})),
         lambda: store.delete("bob", "admin_x", "secret"),
         lambda: store.cleanup_session("bob", "admin_x"),
         lambda: store.get_session("bob", "admin_x"),
-        lambda: store.history("bob", "admin_x", "secret"),
     ]
     for attempt in attempts:
         with pytest.raises(dn.AccessDenied) as info:

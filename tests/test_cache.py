@@ -144,7 +144,8 @@ def test_stats():
     cache.get("b")
     info = cache.info()
     assert info == {"size": 1, "ttl": 10.0, "max_size": 10, "eviction_policy": "lru",
-                    "hits": 3, "misses": 1, "hit_rate": 0.75, "eviction_count": 0}
+                    "hits": 3, "misses": 1, "hit_rate": 0.75, "eviction_count": 0,
+                    "coherent": False}
 
 
 @pytest.mark.parametrize("bad", [{"ttl": -1}, {"max_size": 0}, {"policy": "mru"}, {"policy": "LRU"}])

@@ -286,13 +286,15 @@ async def _call(channel, method, body: bytes, metadata) -> tuple[grpc.StatusCode
     path = f"/{SERVICE.full_name}/{method.name}"
     try:
         if method.server_streaming:
+            # a watch stays open: its first message shows the request was served; hang up then
             call = channel.unary_stream(path)(body, metadata=metadata, timeout=30)
-            seen = 0
-            async for _ in call:
-                seen += 1
-                if seen >= 5:
-                    call.cancel()
-                    return grpc.StatusCode.OK, ""
+            try:
+                async with asyncio.timeout(0.1):
+                    async for _ in call:
+                        break
+            except TimeoutError:
+                pass  # a v0.4.x WatchVariables without initial values sends nothing until a write
+            call.cancel()
             return grpc.StatusCode.OK, ""
         await channel.unary_unary(path)(body, metadata=metadata, timeout=30)
         return grpc.StatusCode.OK, ""

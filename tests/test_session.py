@@ -282,15 +282,16 @@ async def test_get_variable_default_and_key_error(session):
     assert await session.get_variable("present", default=5) == 1
 
 
-async def test_get_variable_bypass_cache(server, session):
-    session.set_cache_config(ttl=3600)  # nothing expires during the test
-    await session.register_variable("x", "integer", 1)
-    assert await session.get_variable("x") == 1
-    async with session_for(server, session.session_id) as other:
-        await other.set_variable("x", 2)
-    assert await session.get_variable("x") == 1  # fresh enough for the cache ...
-    assert await session.get_variable("x", bypass_cache=True) == 2  # ... but not for a bypass
-    assert await session.get_variable("x") == 2  # and the bypass refreshed the cache
+async def test_get_variable_bypass_cache_without_a_watch(server):
+    # coherent_cache=False: the TTL alone decides, so another client's write is not seen
+    async with session_for(server, "ttl-only", coherent_cache=False, cache_ttl=3600) as session:
+        await session.register_variable("x", "integer", 1)
+        assert await session.get_variable("x") == 1
+        async with session_for(server, session.session_id) as other:
+            await other.set_variable("x", 2)
+        assert await session.get_variable("x") == 1  # fresh enough for the cache ...
+        assert await session.get_variable("x", bypass_cache=True) == 2  # ... not for a bypass
+        assert await session.get_variable("x") == 2  # and the bypass refreshed the cache
 
 
 async def test_cache_is_coherent_across_name_and_id(session):
@@ -351,22 +352,34 @@ async def test_get_variables_cache_hits_skip_the_round_trip(server, session):
     assert mid["misses"] - before["misses"] == 2 and mid["hits"] == before["hits"]
     async with session_for(server, session.session_id) as other:
         await other.update_variables({"a": 10, "b": 20})
-    # served from the cache: no round trip, so the other client's write is not seen yet
-    assert await session.get_variables(["a", "b"]) == {"a": 1, "b": 2}
+    # served from the cache, no round trip: the watch already brought the other client's write
+    assert await wait_for_value(session, "b", 20)
+    mid = session.get_cache_info()  # (the wait looked into the cache too)
+    assert await session.get_variables(["a", "b"]) == {"a": 10, "b": 20}
     after = session.get_cache_info()
     assert after["hits"] - mid["hits"] == 2 and after["misses"] == mid["misses"]
     assert await session.get_variable("a", bypass_cache=True) == 10
 
 
-async def test_second_client_sees_writes_after_bypass(server, session):
+async def test_second_client_sees_writes_through_its_coherent_cache(server, session):
     await session.register_variable("shared", "string", "one")
     async with session_for(server, session.session_id, cache_ttl=3600) as other:
         assert await other.get_variable("shared") == "one"
         await session.set_variable("shared", "two")
-        assert await other.get_variable("shared") == "one"  # its cache, by design
-        assert await other.get_variable("shared", bypass_cache=True) == "two"
+        assert await wait_for_value(other, "shared", "two")  # its watch updated the cache
         await other.set_variable("shared", "three")
     assert await session.get_variable("shared", bypass_cache=True) == "three"
+
+
+async def wait_for_value(ctx, name, value, timeout=5.0):
+    """Poll the cache (no round trips) until it holds ``value``; bounded."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if ctx.cached_value(name) == value:
+            return True
+        await asyncio.sleep(0.005)
+    return False
 
 
 # ----------------------------------------------------------------------------------------------

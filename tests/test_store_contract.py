@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import dspex_notebook as dn
+from dspex_notebook import VariableSpec
 from dspex_notebook._errors import InvalidArgument
 from dspex_notebook.server import Limits, Store
 from dspex_notebook.server.backends import Backend, MemoryBackend, SQLiteBackend, StoreLocked
@@ -76,10 +77,10 @@ def test_new_store_starts_at_revision_zero(env):
 def test_revision_plus_one_per_committed_write(store):
     rev = store.revision
     steps = [
-        lambda: store.register(P, S, "a", "integer", 1, None, {}),
+        lambda: store.register(P, S, VariableSpec("a", "integer", 1, None, {})),
         lambda: store.set(P, S, "a", 2, {}),
-        lambda: store.register_many(P, S, [("b", "float", 1.0, None, {}, False),
-                                           ("c", "string", "x", None, {}, False)]),
+        lambda: store.register_many(P, S, [VariableSpec("b", "float", 1.0, None, {}, False),
+                                           VariableSpec("c", "string", "x", None, {}, False)]),
         lambda: store.set_many(P, S, {"a": 3, "b": 2.0}, {}, True),
         lambda: store.set_many(P, S, {"a": 4, "ghost": 1}, {}, False),
         lambda: store.delete(P, S, "c"),
@@ -93,7 +94,7 @@ def test_revision_plus_one_per_committed_write(store):
 
 
 def test_reads_do_not_change_revision(store):
-    store.register(P, S, "a", "integer", 1, None, {})
+    store.register(P, S, VariableSpec("a", "integer", 1, None, {}))
     rev = store.revision
     store.resolve(P, S, "a")
     store.get_many(P, S, ["a", "zz"])
@@ -106,18 +107,18 @@ def test_reads_do_not_change_revision(store):
 
 
 def test_batch_is_one_revision(store):
-    recs = store.register_many(P, S, [(n, "integer", 0, None, {}, False) for n in "abcd"])
+    recs = store.register_many(P, S, [VariableSpec(n, "integer", 0, None, {}, False) for n in "abcd"])
     rev = store.revision
-    assert {r.row.create_revision for r in recs} == {rev}
+    assert {r.create_revision for r in recs} == {rev}
     versions, errors, batch_rev = store.set_many(P, S, {n: 1 for n in "abcd"}, {}, True)
     assert errors == {} and batch_rev == rev + 1 == store.revision
     assert versions == {n: 1 for n in "abcd"}
-    assert {store.resolve(P, S, n).row.mod_revision for n in "abcd"} == {rev + 1}
+    assert {store.resolve(P, S, n).mod_revision for n in "abcd"} == {rev + 1}
 
 
 def test_failed_writes_change_nothing(store):
-    store.register(P, S, "a", "float", 0.5, {"min": 0.0, "max": 1.0}, {})
-    store.register(P, S, "b", "integer", 1, None, {})
+    store.register(P, S, VariableSpec("a", "float", 0.5, {"min": 0.0, "max": 1.0}, {}))
+    store.register(P, S, VariableSpec("b", "integer", 1, None, {}))
     before = snapshot(store)
     refused = [
         (dn.ConstraintViolation, lambda: store.set(P, S, "a", 2.0, {})),
@@ -125,13 +126,13 @@ def test_failed_writes_change_nothing(store):
         (dn.VersionConflict, lambda: store.set(P, S, "b", 2, {}, expected_version=7)),
         (dn.VariableNotFoundError, lambda: store.set(P, S, "zz", 2, {})),
         (dn.VariableNotFoundError, lambda: store.delete(P, S, "zz")),
-        (dn.VariableExistsError, lambda: store.register(P, S, "a", "float", 0.1, None, {})),
-        (dn.InvalidArgument, lambda: store.register(P, S, "c", "nope", 1, None, {})),
-        (dn.InvalidArgument, lambda: store.register(P, S, "c", "float", 1.0, {"bad": 1}, {})),
-        (dn.InvalidArgument, lambda: store.register(P, S, "1c", "float", 1.0, None, {})),
+        (dn.VariableExistsError, lambda: store.register(P, S, VariableSpec("a", "float", 0.1, None, {}))),
+        (dn.InvalidArgument, lambda: store.register(P, S, VariableSpec("c", "nope", 1, None, {}))),
+        (dn.InvalidArgument, lambda: store.register(P, S, VariableSpec("c", "float", 1.0, {"bad": 1}, {}))),
+        (dn.InvalidArgument, lambda: store.register(P, S, VariableSpec("1c", "float", 1.0, None, {}))),
         (dn.ConstraintViolation,
-         lambda: store.register_many(P, S, [("c", "integer", 1, None, {}, False),
-                                            ("d", "integer", 5, {"max": 1}, {}, False)])),
+         lambda: store.register_many(P, S, [VariableSpec("c", "integer", 1, None, {}, False),
+                                            VariableSpec("d", "integer", 5, {"max": 1}, {}, False)])),
         (dn.SessionNotFoundError, lambda: store.set(P, "no-session", "a", 0.1, {})),
         (dn.ResourceLimitExceeded,
          lambda: store.set(P, S, "b", 2, {f"k{i}": "v" for i in range(100)})),
@@ -150,7 +151,7 @@ def test_failed_writes_change_nothing(store):
 
 
 def test_versions_start_at_zero_and_count_writes(store):
-    rec = store.register(P, S, "a", "integer", 0, None, {})
+    rec = store.register(P, S, VariableSpec("a", "integer", 0, None, {}))
     assert rec.version == 0
     for i in range(1, 4):
         assert store.set(P, S, "a", i, {}).version == i
@@ -160,7 +161,7 @@ def test_versions_start_at_zero_and_count_writes(store):
 
 
 def test_history_rows_written_with_each_change(store):
-    rec = store.register(P, S, "a", "integer", 0, None, {"source": "notebook"})
+    rec = store.register(P, S, VariableSpec("a", "integer", 0, None, {"source": "notebook"}))
     r_reg = store.revision
     store.set(P, S, "a", 1, {"reason": "first"})
     r1 = store.revision
@@ -173,7 +174,7 @@ def test_history_rows_written_with_each_change(store):
     assert [h.revision for h in rows] == [r_del, r2, r1, r_reg]
     assert [h.version for h in rows] == [2, 2, 1, 0]
     assert rows[1].metadata == {"reason": "batch"} and rows[2].metadata == {"reason": "first"}
-    assert rows[3].changed_by == "notebook"
+    assert rows[3].changed_by == P and rows[3].metadata == {"source": "notebook"}  # the principal
     assert rows[2].data == b"1" and rows[1].data == b"2"
     assert all(h.var_id == rec.id and h.session_id == S for h in rows)
     assert store.backend.history(rec.id, limit=2) == rows[:2]
@@ -181,19 +182,13 @@ def test_history_rows_written_with_each_change(store):
     assert store.backend.history("var_nope") == []
 
 
-def test_history_via_store_resolves_names(store):
-    store.register(P, S, "a", "string", "x", None, {})
-    store.set(P, S, "a", "y", {})
-    assert [h.op for h in store.history(P, S, "a")] == ["set", "register"]
-
-
 # ----------------------------------------------------------------------------------------------
 # batches
 
 
 def test_atomic_batch_rolls_back_everything(store):
-    store.register_many(P, S, [("a", "integer", 1, {"max": 5}, {}, False),
-                               ("b", "integer", 1, None, {}, False)])
+    store.register_many(P, S, [VariableSpec("a", "integer", 1, {"max": 5}, {}, False),
+                               VariableSpec("b", "integer", 1, None, {}, False)])
     before = snapshot(store)
     versions, errors, rev = store.set_many(P, S, {"a": 99, "b": 2, "zz": 1}, {}, True)
     assert versions == {} and rev == 0
@@ -203,9 +198,9 @@ def test_atomic_batch_rolls_back_everything(store):
 
 
 def test_non_atomic_batch_applies_the_valid_part(store):
-    store.register_many(P, S, [("a", "integer", 1, {"max": 5}, {}, False),
-                               ("b", "integer", 1, None, {}, False),
-                               ("c", "integer", 1, None, {}, False)])
+    store.register_many(P, S, [VariableSpec("a", "integer", 1, {"max": 5}, {}, False),
+                               VariableSpec("b", "integer", 1, None, {}, False),
+                               VariableSpec("c", "integer", 1, None, {}, False)])
     rev = store.revision
     versions, errors, batch_rev = store.set_many(P, S, {"a": 99, "b": 2, "c": 3, "zz": 0}, {},
                                                  False)
@@ -217,7 +212,7 @@ def test_non_atomic_batch_applies_the_valid_part(store):
 
 
 def test_batch_naming_one_variable_twice_is_an_error(store):
-    rec = store.register(P, S, "a", "integer", 1, None, {})
+    rec = store.register(P, S, VariableSpec("a", "integer", 1, None, {}))
     versions, errors, rev = store.set_many(P, S, {"a": 2, rec.id: 3}, {}, True)
     assert rev == 0 and rec.id in errors and versions == {}
 
@@ -226,7 +221,7 @@ def test_batch_limits(env):
     env.store.limits = Limits(max_batch=2)
     env.store.init_session(P, S, {})
     with pytest.raises(dn.ResourceLimitExceeded):
-        env.store.register_many(P, S, [(n, "integer", 1, None, {}, False) for n in "abc"])
+        env.store.register_many(P, S, [VariableSpec(n, "integer", 1, None, {}, False) for n in "abc"])
     assert env.store.list(P, S) == []
 
 
@@ -235,11 +230,11 @@ def test_batch_limits(env):
 
 
 def test_duplicate_name_rule(store):
-    old = store.register(P, S, "a", "integer", 1, None, {})
+    old = store.register(P, S, VariableSpec("a", "integer", 1, None, {}))
     store.set(P, S, "a", 2, {})
     with pytest.raises(dn.VariableExistsError):
-        store.register(P, S, "a", "integer", 1, None, {})
-    new = store.register(P, S, "a", "string", "s", None, {}, replace=True)
+        store.register(P, S, VariableSpec("a", "integer", 1, None, {}))
+    new = store.register(P, S, VariableSpec("a", "string", "s", None, {}, replace=True))
     assert new.id != old.id and new.version == 0
     rev = store.revision
     ids = [v.id for v in store.backend.load().variables]
@@ -252,33 +247,33 @@ def test_duplicate_name_rule(store):
     assert store.backend.history(new.id)[0].revision == rev
     # the same name in another session is another variable
     store.init_session(P, "other", {})
-    other = store.register(P, "other", "a", "integer", 5, None, {})
+    other = store.register(P, "other", VariableSpec("a", "integer", 5, None, {}))
     assert other.id != new.id and store.resolve(P, S, "a").value == "s"
 
 
 def test_delete(store):
-    rec = store.register(P, S, "a", "integer", 1, None, {})
-    store.register(P, S, "b", "integer", 1, None, {})
+    rec = store.register(P, S, VariableSpec("a", "integer", 1, None, {}))
+    store.register(P, S, VariableSpec("b", "integer", 1, None, {}))
     store.delete(P, S, rec.id)  # by id
     with pytest.raises(dn.VariableNotFoundError):
         store.resolve(P, S, "a")
     assert [v.name for v in store.backend.load().variables] == ["b"]
-    again = store.register(P, S, "a", "integer", 3, None, {})
+    again = store.register(P, S, VariableSpec("a", "integer", 3, None, {}))
     assert again.id != rec.id and [r.name for r in store.list(P, S)] == ["b", "a"]
 
 
 def test_cleanup_removes_session_variables_and_history(env, store):
-    recs = store.register_many(P, S, [("a", "integer", 1, None, {}, False),
-                                      ("b", "integer", 2, None, {}, False)])
+    recs = store.register_many(P, S, [VariableSpec("a", "integer", 1, None, {}, False),
+                                      VariableSpec("b", "integer", 2, None, {}, False)])
     store.init_session(P, "keep", {})
-    kept = store.register(P, "keep", "k", "integer", 1, None, {})
+    kept = store.register(P, "keep", VariableSpec("k", "integer", 1, None, {}))
     removed, rev = store.cleanup_session(P, S)
     assert removed == 2 and rev == store.revision
     snap = store.backend.load()
     assert [s.session_id for s in snap.sessions] == ["keep"]
     assert [v.id for v in snap.variables] == [kept.id]
-    for rec in recs:
-        assert store.backend.history(rec.id) == []
+    for rec in recs:  # the change log keeps their deletion (watchers resuming see it)
+        assert store.backend.history(rec.id)[0].op == "delete"
     with pytest.raises(dn.SessionNotFoundError):
         store.resolve(P, S, "a")
     reopened = env.reopen()
@@ -301,14 +296,14 @@ def test_reopen_restores_everything(env, store):
     }
     for name, (type_name, value) in values.items():
         cons = {"choices": ["x", "y"]} if type_name == "choice" else None
-        store.register(P, S, name, type_name, value, cons, {"source": "test"})
+        store.register(P, S, VariableSpec(name, type_name, value, cons, {"source": "test"}))
     store.set(P, S, "i", 5, {})
-    before = [(r.id, r.name, r.type, r.version, r.row.mod_revision, r.constraints)
+    before = [(r.id, r.name, r.type, r.version, r.mod_revision, r.constraints)
               for r in store.list(P, S)]
     store_id, rev = store.store_id, store.revision
     reopened = env.reopen()
     assert (reopened.store_id, reopened.revision) == (store_id, rev)
-    after = [(r.id, r.name, r.type, r.version, r.row.mod_revision, r.constraints)
+    after = [(r.id, r.name, r.type, r.version, r.mod_revision, r.constraints)
              for r in reopened.list(P, S)]
     assert after == before
     for name, (_type_name, value) in values.items():
@@ -354,7 +349,7 @@ def test_sqlite_failed_commit_leaves_memory_and_file_unchanged(tmp_path):
     store = Store(SQLiteBackend(path))
     try:
         store.init_session(P, S, {})
-        store.register(P, S, "a", "integer", 1, None, {})
+        store.register(P, S, VariableSpec("a", "integer", 1, None, {}))
         rev = store.revision
         side = sqlite3.connect(path, isolation_level=None)  # another connection, same file
         try:
@@ -367,7 +362,7 @@ def test_sqlite_failed_commit_leaves_memory_and_file_unchanged(tmp_path):
 
             before = persisted()
             for attempt in (lambda: store.set(P, S, "a", 2, {}),
-                            lambda: store.register(P, S, "b", "integer", 1, None, {}),
+                            lambda: store.register(P, S, VariableSpec("b", "integer", 1, None, {})),
                             lambda: store.set_many(P, S, {"a": 3}, {}, False),
                             lambda: store.delete(P, S, "a")):
                 with pytest.raises(sqlite3.DatabaseError, match="disk on fire"):
@@ -395,7 +390,7 @@ def test_sqlite_failed_commit_leaves_memory_and_file_unchanged(tmp_path):
 def test_sqlite_closed_backend_refuses_commit_and_memory_is_unchanged(tmp_path):
     store = Store(SQLiteBackend(tmp_path / "closed.sqlite3"))
     store.init_session(P, S, {})
-    store.register(P, S, "a", "integer", 1, None, {})
+    store.register(P, S, VariableSpec("a", "integer", 1, None, {}))
     rev = store.revision
     store.backend.close()
     with pytest.raises(Exception):  # noqa: B017 - any error, as long as nothing changes
@@ -410,7 +405,7 @@ def test_sqlite_unique_name_conflict_fails_the_commit(tmp_path):
     store = Store(SQLiteBackend(path))
     try:
         store.init_session(P, S, {})
-        store.register(P, S, "a", "integer", 1, None, {})
+        store.register(P, S, VariableSpec("a", "integer", 1, None, {}))
         rev = store.revision
         side = sqlite3.connect(path, isolation_level=None)
         try:
@@ -418,8 +413,8 @@ def test_sqlite_unique_name_conflict_fails_the_commit(tmp_path):
                 "INSERT INTO variables VALUES ('foreign', ?, 'b', 'integer',"
                 " 'type.googleapis.com/snakepit.integer', x'37', x'', '{}', '{}', 'python',"
                 " 0, 0, 0, 0.0)", (S,))
-            with pytest.raises(sqlite3.IntegrityError):
-                store.register(P, S, "b", "integer", 2, None, {})
+            with pytest.raises(dn.VersionConflict):  # the commit's name compare catches it
+                store.register(P, S, VariableSpec("b", "integer", 2, None, {}))
             assert store.revision == rev
             assert [r.name for r in store.list(P, S)] == ["a"]
             rows = side.execute("SELECT id, name FROM variables ORDER BY name").fetchall()
@@ -433,7 +428,7 @@ def test_sqlite_unique_name_conflict_fails_the_commit(tmp_path):
 
 
 def test_registration_order_within_a_batch_survives_reopen(env, store):
-    store.register_many(P, S, [(n, "integer", 0, None, {}, False) for n in ("c", "a", "b")])
+    store.register_many(P, S, [VariableSpec(n, "integer", 0, None, {}, False) for n in ("c", "a", "b")])
     store.set(P, S, "c", 1, {})  # a write must not move it
     store.set_many(P, S, {"a": 1}, {}, True)
     assert [r.name for r in store.list(P, S)] == ["c", "a", "b"]
@@ -450,20 +445,20 @@ def test_an_empty_batch_writes_nothing(store):
 def test_a_batch_cannot_update_a_variable_it_replaces(store):
     """Replacing `x` and updating it through its old id in one batch would write both the new
     and the old record; it is refused as a whole."""
-    old = store.register(P, S, "x", "float", 0.5, None, {})
+    old = store.register(P, S, VariableSpec("x", "float", 0.5, None, {}))
     before = snapshot(store)
     with pytest.raises(InvalidArgument, match="registers anew"):
-        store.register_many(P, S, [("x", "float", 1.0, None, {}, True)], {old.id: 0.6}, {})
+        store.register_many(P, S, [VariableSpec("x", "float", 1.0, None, {}, True)], {old.id: 0.6}, {})
     assert snapshot(store) == before
 
 
 def test_ids_never_collide_with_names(store):
     """A name that looks like an old-style id (`var_b_3`) keeps meaning that variable."""
-    victim = store.register(P, S, "var_b_3", "string", "victim", None, {})
-    b = store.register(P, S, "b", "float", 3.14, None, {})
+    victim = store.register(P, S, VariableSpec("var_b_3", "string", "victim", None, {}))
+    b = store.register(P, S, VariableSpec("b", "float", 3.14, None, {}))
     assert "#" in b.id and b.id not in {victim.id, victim.name}
     assert store.resolve(P, S, "var_b_3").value == "victim"
     store.delete(P, S, "var_b_3")
     assert store.resolve(P, S, "b").value == 3.14
     with pytest.raises(InvalidArgument):
-        store.register(P, S, "a#1", "float", 1.0, None, {})  # '#' is what makes ids distinct
+        store.register(P, S, VariableSpec("a#1", "float", 1.0, None, {}))  # '#' is what makes ids distinct

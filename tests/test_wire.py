@@ -335,12 +335,19 @@ async def test_session_rpcs(old):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await old.call(rpc, request)
         assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    stream = old.stub.WatchVariables(pb.WatchVariablesRequest(session_id=old.sid),
-                                     metadata=old.md, timeout=10)
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        async for _ in stream:
-            pass
-    assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    # v0.4.x WatchVariables: initial values, then one VariableUpdate per change
+    await old.register("watched", "integer", any_json("integer", "1"))
+    stream = old.stub.WatchVariables(
+        pb.WatchVariablesRequest(session_id=old.sid, variable_identifiers=["watched"],
+                                 include_initial_values=True), metadata=old.md, timeout=10)
+    first = await stream.read()
+    assert first.update_type == "initial_value" and first.variable.value.value == b"1"
+    await old.call("SetVariable", pb.SetVariableRequest(
+        session_id=old.sid, variable_identifier="watched", value=any_json("integer", "2")))
+    second = await stream.read()
+    assert second.update_type == "value_change" and second.variable.value.value == b"2"
+    assert second.variable.version == 1
+    stream.cancel()
 
 
 async def test_list_pattern_is_a_glob_never_internal(old):

@@ -15,9 +15,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Bool, Float, Unicode
 
+from .._display import VariableTable
 from .._errors import DspexError
 from . import commands
-from .._display import VariableTable
 
 USAGE = """\
 %var                                  list the session's variables (table)

@@ -51,7 +51,7 @@ class View:
         replaced: dict[tuple[str, str], StoredVariable] = {}
         for d in commit.deletes:
             gone = self.vars.pop(d.var.id, None) or d.var
-            sess = self.sessions.get(old.session_id)
+            sess = self.sessions.get(gone.session_id)
             if sess is not None and sess.by_name.get(gone.name) == gone.id:
                 del sess.by_name[gone.name]
             replaced[(gone.session_id, gone.name)] = gone

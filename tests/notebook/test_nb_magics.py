@@ -16,9 +16,9 @@ from IPython.utils.capture import capture_output
 from nb_helpers import EXT, nb_session, server_revision
 
 from dspex_notebook import SessionContext
+from dspex_notebook._display import VariableTable
 from dspex_notebook._errors import VariableNotFoundError
 from dspex_notebook.notebook import NotebookSession
-from dspex_notebook._display import VariableTable
 from dspex_notebook.notebook.magics import USAGE, DspexMagicError
 
 

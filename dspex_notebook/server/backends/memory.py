@@ -32,6 +32,7 @@ class MemoryBackend(Backend):
         self._names: dict[tuple[str, str], str] = {}  # (session, name) -> id
         self._log: list[HistoryRow] = []  # in revision order
         self._log_revs: list[int] = []  # parallel to _log, for bisect
+        self._by_var: dict[str, list[HistoryRow]] = {}  # var id -> its rows, oldest first
 
     def load(self) -> Snapshot:
         return Snapshot(
@@ -71,6 +72,7 @@ class MemoryBackend(Backend):
         for row in commit.history(revision):
             self._log.append(row)
             self._log_revs.append(revision)
+            self._by_var.setdefault(row.var_id, []).append(row)
         self._revision = revision
         return revision
 
@@ -84,11 +86,11 @@ class MemoryBackend(Backend):
         return self._log[start:end]
 
     def history(self, var_id: str, limit: int = 100, offset: int = 0) -> list[HistoryRow]:
-        rows = [r for r in reversed(self._log) if r.var_id == var_id]
+        rows = self._by_var.get(var_id, [])[::-1]
         return rows[offset: offset + limit]
 
     def history_length(self, var_id: str) -> int:
-        return sum(1 for r in self._log if r.var_id == var_id)
+        return len(self._by_var.get(var_id, ()))
 
     @property
     def compact_revision(self) -> int:
@@ -105,6 +107,9 @@ class MemoryBackend(Backend):
         keep = {i for i in newest.values() if self._log[i].op != "delete"}
         log = [r for i, r in enumerate(self._log) if r.revision > revision or i in keep]
         self._log, self._log_revs = log, [r.revision for r in log]
+        self._by_var = {}
+        for r in log:
+            self._by_var.setdefault(r.var_id, []).append(r)
         self._compact = revision
         return revision
 

@@ -68,3 +68,43 @@ class VariableTable:
         lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
         lines += ["| " + " | ".join(f"`{esc(c)}`" if c else "" for c in row) + " |" for row in self.rows()]
         return "\n".join(lines)
+
+
+_STAT_COLUMNS = ("read_count", "write_count", "cache_hits", "cache_misses", "cache_hit_rate",
+                 "avg_read_latency_ms", "avg_write_latency_ms", "watchers", "version",
+                 "history_length")
+
+
+def _stat(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "" if value is None else str(value)
+
+
+class StatsTable:
+    """``get_variable_stats`` as a table: one row per variable (``%var stats``, CLI ``stats``)."""
+
+    def __init__(self, stats: dict[str, Any], name: str | None = None) -> None:
+        self.stats = stats
+        if name is not None:
+            self.rows_by_name = {name: stats}
+        else:
+            self.rows_by_name = dict(stats.get("variables", {}))
+            self.rows_by_name["(all)"] = stats
+
+    def rows(self) -> list[tuple[str, ...]]:
+        return [(name, *(_stat(s.get(c)) for c in _STAT_COLUMNS))
+                for name, s in self.rows_by_name.items()]
+
+    def __repr__(self) -> str:
+        rows = [("name", *_STAT_COLUMNS), *self.rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th style='text-align:left'>{escape(c)}</th>" for c in ("name", *_STAT_COLUMNS))
+        body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{escape(c)}</td>" for c in row)
+                       + "</tr>" for row in self.rows())
+        return f"<table class='dspex-stats'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -160,6 +160,11 @@ class SessionContext:
         ``unsupported`` (an old server) or ``closed``."""
         return self._hub.status
 
+    def on_watch_status(self, callback: Callable[[str], Any]) -> Callable[[], None]:
+        """Call ``callback(status)`` whenever :attr:`watch_status` changes (on this context's
+        loop); returns a function that removes the callback."""
+        return self._hub.add_listener(callback)
+
     def known_names(self) -> list[str]:
         """Names of the variables this client has seen (no round trip; for completion)."""
         return self._catalog.names()

@@ -5,6 +5,8 @@
     dspex-notebook vars [PATTERN] [--session S] [--address HOST:PORT --token-file F]
     dspex-notebook get NAME [NAME ...] [--json] [--session S] ...
     dspex-notebook set NAME VALUE [--session S] ...        (VALUE is YAML/JSON: 0.7, [1, 2], text)
+    dspex-notebook watch NAME [NAME ...] [--json] [--session S] ...   (until Ctrl-C)
+    dspex-notebook stats [NAME] [--json] [--session S] ...
     dspex-notebook enable|disable [--sys-prefix]           (load the extension in every kernel)
 
 Without ``--address`` the commands use the newest running server on this machine (its runtime
@@ -68,8 +70,9 @@ def _connect(args: argparse.Namespace):
     from .server.runner import read_token_file
 
     token = read_token_file(args.token_file) if args.token_file else None
+    # one-shot commands: no watch stream for cache coherence (`watch` opens its own)
     return SessionContext.connect(args.session, address=args.address, token=token,
-                                  start_server=False)
+                                  start_server=False, coherent_cache=False)
 
 
 def _client(args: argparse.Namespace, work) -> int:
@@ -136,6 +139,76 @@ def _set(args: argparse.Namespace) -> int:
     return _client(args, work)
 
 
+def _update_line(update, as_json: bool) -> str:
+    if as_json:
+        return json.dumps({
+            "name": update.name, "kind": update.kind, "value": _jsonable(update.value),
+            "old_value": _jsonable(update.old_value), "version": update.version,
+            "revision": update.revision, "source": update.source, "metadata": update.metadata,
+            "timestamp": update.timestamp.isoformat() if update.timestamp else None,
+        })
+    if update.kind == "delete":
+        return f"{update.name} deleted (revision {update.revision})"
+    what = "" if update.kind == "set" else f", {update.kind}"
+    return f"{update.name} = {update.value!r} (version {update.version}, revision {update.revision}{what})"
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """Stream updates until Ctrl-C; the session's watch resumes by itself across a server
+    restart (from its last revision: nothing lost, nothing twice)."""
+    import asyncio
+    import signal
+
+    async def work(ctx) -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        last_status = [ctx.watch_status]
+
+        def status(state: str) -> None:
+            if state != last_status[0] and not args.json:
+                print(f"[watch: {state}]", file=sys.stderr, flush=True)
+            last_status[0] = state
+
+        ctx.on_watch_status(status)
+
+        async def pump() -> None:
+            async with ctx.watch_variables(args.names, include_initial=True) as watch:
+                async for update in watch:
+                    print(_update_line(update, args.json), flush=True)
+
+        task = asyncio.create_task(pump())
+        waiter = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        for t in (task, waiter):
+            t.cancel()
+        await asyncio.gather(task, waiter, return_exceptions=True)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+        return 0
+
+    return _client(args, work)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from ._display import StatsTable
+
+    async def work(ctx) -> int:
+        stats = await ctx.get_variable_stats(args.name)
+        if args.json:
+            print(json.dumps(stats, indent=2))
+        else:
+            print(repr(StatsTable(stats, args.name)))
+        return 0
+
+    return _client(args, work)
+
+
 def _enable(args: argparse.Namespace) -> int:
     from .notebook.kernel_config import config_path, set_enabled
 
@@ -189,6 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument("value")
     client_options(set_)
     set_.set_defaults(func=_set)
+
+    watch = sub.add_parser("watch", help="print variable updates as they happen (until Ctrl-C)")
+    watch.add_argument("names", nargs="+", metavar="NAME")
+    watch.add_argument("--json", action="store_true", help="one JSON object per update")
+    client_options(watch)
+    watch.set_defaults(func=_watch)
+
+    stats = sub.add_parser("stats", help="access statistics of a variable or the whole session")
+    stats.add_argument("name", nargs="?", default=None, metavar="NAME")
+    stats.add_argument("--json", action="store_true")
+    client_options(stats)
+    stats.set_defaults(func=_stats)
 
     for name, text in (("enable", "load the extension in every new IPython kernel"),
                        ("disable", "stop loading the extension in new kernels")):

@@ -16,11 +16,13 @@ import yaml
 
 from .._constraints import canonical_type
 from .._errors import InvalidArgument
+from .._names import NAME_PATTERN, NAME_RE
 
-#: a bare variable name (``%var NAME``)
-NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/\-]*\Z")
+__all__ = ["ASSIGN_RE", "NAME_RE", "constraints_from_options", "parse_var_block", "register_argv",
+           "value_from_text"]
+
 #: ``NAME = EXPR`` (not ``==``)
-ASSIGN_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.:/\-]*)\s*=(?!=)\s*(.*?)\s*$", re.S)
+ASSIGN_RE = re.compile(r"^\s*(" + NAME_PATTERN + r")\s*=(?!=)\s*(.*?)\s*$", re.S)
 TEXT_TYPES = ("string", "choice", "module")
 
 

@@ -93,6 +93,7 @@ def _shutdown() -> None:
     atexit.unregister(_shutdown)
     portal: Portal = state["portal"]
     session: NotebookSession = state["session"]
+    state["magics"].stop_views()
     try:
         portal.run(session.context.close(), timeout=5.0)
     except Exception:  # the server may already be gone at kernel shutdown

@@ -28,13 +28,19 @@ USAGE = """\
 %var register NAME TYPE VALUE [--min X] [--max X] [--step X] [--choices a,b]
                                       [--constraints JSON] [--description TEXT] [--replace]
 %var del NAME [NAME ...]              delete variables
+%var watch NAME [NAME ...]            a live display of the variables, updated as they change
+%var unwatch [NAME ...]               stop live displays (all, or those showing NAME)
+%var stats [NAME]                     access statistics (server counts + this client's cache)
+%var cache [--ttl S] [--max-size N] [--policy lru|lfu|fifo]
+                                      show (or change) this client's cache
 %%var                                 register/update many variables from a YAML block, atomically:
     temperature: {type: float, value: 0.7, constraints: {min: 0, max: 2}}
     max_tokens: 512
 """
 
 
-SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "help")
+SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
+               "cache", "help")
 
 
 class DspexMagicError(UsageError):
@@ -86,6 +92,7 @@ class DspexMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.notebook_session: Any = None  # set by the extension
+        self.views: list[Any] = []  # live displays of %var watch
 
     # ------------------------------------------------------------------------------------------
 
@@ -140,6 +147,18 @@ class DspexMagics(Magics):
             if len(rest) != 1:
                 raise UsageError("usage: %var info NAME")
             return self._run(self._ctx.get_variable_info(rest[0]))
+        if head == "watch":
+            if not rest:
+                raise UsageError("usage: %var watch NAME [NAME ...]")
+            return self.watch(rest)
+        if head == "unwatch":
+            return self.unwatch(rest)
+        if head == "stats":
+            if len(rest) > 1:
+                raise UsageError("usage: %var stats [NAME]")
+            return self.stats(rest[0] if rest else None)
+        if head == "cache":
+            return self.cache(rest)
         if head in ("del", "delete", "rm"):
             if not rest:
                 raise UsageError("usage: %var del NAME [NAME ...]")
@@ -169,6 +188,51 @@ class DspexMagics(Magics):
             raise UsageError(f"%var {name} = EXPR: nothing after '='")
         value = self._eval(expr)
         self._run(self._ctx.set_variable(name, value, metadata={"source": "python", "via": "%var"}))
+
+    def watch(self, names: list[str]) -> Any:
+        from .live import LiveView
+
+        bad = [n for n in names if not commands.NAME_RE.match(n)]
+        if bad:
+            raise UsageError(f"%var watch: not variable names: {', '.join(bad)}")
+        if self.notebook_session is None:
+            raise UsageError("dspex_notebook is not connected; run %load_ext dspex_notebook")
+        view = LiveView(self.notebook_session, names)
+        self.views.append(view)
+        return view
+
+    def unwatch(self, names: list[str]) -> None:
+        stopped = [v for v in self.views if not names or set(names) & set(v.names)]
+        if not stopped:
+            what = ", ".join(names) if names else "anything"
+            print(f"%var unwatch: no live display of {what}")
+            return
+        for view in stopped:
+            view.stop()
+            self.views.remove(view)
+
+    def stop_views(self) -> None:
+        for view in self.views:
+            view.stop()
+        self.views.clear()
+
+    def stats(self, name: str | None) -> Any:
+        from .._display import StatsTable
+
+        return StatsTable(self._run(self._ctx.get_variable_stats(name)), name)
+
+    def cache(self, argv: list[str]) -> dict[str, Any]:
+        p = _Parser(prog="%var cache", add_help=False)
+        p.add_argument("--ttl", type=float)
+        p.add_argument("--max-size", type=int)
+        p.add_argument("--policy", choices=("lru", "lfu", "fifo"))
+        ns = p.parse_args(argv)
+        if ns.ttl is not None or ns.max_size is not None or ns.policy is not None:
+            try:
+                self._ctx.set_cache_config(ns.ttl, ns.max_size, ns.policy)
+            except ValueError as exc:
+                raise DspexMagicError(f"%var cache: {exc}") from None
+        return self._ctx.get_cache_info()
 
     def register(self, text: str) -> str:
         try:
@@ -226,5 +290,6 @@ def complete_var(shell: Any, event: Any) -> list[str]:
     names = session.known_names() if session is not None else []
     words = event.line.split()
     if len(words) <= 1 or (len(words) == 2 and not event.line.endswith(" ")):
-        return ["list", "info", "register", "del", "help", *names]
+        return ["list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "help",
+                *names]
     return names

@@ -106,6 +106,10 @@ class NotebookSession:
     def watch_status(self) -> str:
         return self.context.watch_status
 
+    def on_watch_status(self, callback: Callable[[str], Any]) -> Callable[[], None]:
+        """As :meth:`SessionContext.on_watch_status`; ``callback`` runs on the IO thread."""
+        return self.context.on_watch_status(callback)
+
     # -- hop to the IO loop ------------------------------------------------------------------
 
     async def initialize(self, metadata: Mapping[str, str] | None = None) -> SessionContext:

@@ -181,13 +181,19 @@ class SessionContext:
         self._catalog.learn(var.id, var.name, var.type, var.constraints, ident)
 
     def _put(self, ident: str, value: Any, mod_revision: int, read_revision: int) -> None:
-        """Cache ``value`` for a variable whose id and name are known (else drop what is
-        cached for ``ident``: a later write through the other identifier could not find it)."""
+        """Cache ``value`` under the variable's name.
+
+        ``ident`` resolves through the catalog; an unknown one is cached only when it is a
+        name of a dspex server (whose ids always contain ``#``, which names cannot), since an
+        entry under an unknown id could not be found by a later write through the name.
+        """
         known = self._catalog.get(ident)
-        if known is None:
+        if known is not None:
+            self._cache.put(known.name, value, mod_revision, read_revision)
+        elif self._bridge.binary and "#" not in ident:
+            self._cache.put(ident, value, mod_revision, read_revision)
+        else:
             self._cache.invalidate(ident)
-            return
-        self._cache.put(known.name, value, mod_revision, read_revision)
 
     def _wrote(self, ident: str, revision: int) -> None:
         """A write of ``ident`` at ``revision`` whose value we do not cache."""

@@ -122,6 +122,44 @@ cells = [
         "    print(err)\n"
         "%var max_tokens"
     ),
+    new_markdown_cell(
+        "## Live: watches and a coherent cache\n\n"
+        "`watch_variable` yields every change, from any client, in revision order (a dropped "
+        "stream resumes from its last revision: nothing lost, nothing twice). Each session keeps "
+        "its cache coherent through the same stream, so `reader` sees `session`'s writes "
+        "without asking the server again."
+    ),
+    new_code_cell(
+        "async def follow(n):\n"
+        "    seen = []\n"
+        "    async with reader.watch_variable(\"temperature\") as watch:\n"
+        "        async for update in watch:\n"
+        "            seen.append((update.kind, update.value, update.revision))\n"
+        "            if len(seen) == n:\n"
+        "                return seen\n\n"
+        "import asyncio\n"
+        "follower = asyncio.ensure_future(follow(3))\n"
+        "await asyncio.sleep(0.2)                     # the watch has taken its snapshot\n"
+        "await session.set_variable(\"temperature\", 1.3)\n"
+        "await session.set_variable(\"temperature\", 1.4)\n"
+        "for kind, value, revision in await asyncio.wait_for(follower, 10):\n"
+        "    print(f\"{kind:8} {value}  (revision {revision})\")\n"
+        "print(\"reader's cached value:\", reader.cached_value(\"temperature\"),\n"
+        "      \"| cache coherent:\", reader.get_cache_info()[\"coherent\"])"
+    ),
+    new_markdown_cell(
+        "`%var watch NAME ...` shows a live table that updates in place (from the IO thread, "
+        "so it moves even while another cell runs); `%var unwatch` stops it. "
+        "`%var stats` shows who reads and writes what."
+    ),
+    new_code_cell("view = %var watch temperature max_tokens\nview"),
+    new_code_cell(
+        "await session.set_variable(\"max_tokens\", 2048)\n"
+        "await asyncio.sleep(0.3)\n"
+        "print(view.text())\n"
+        "%var unwatch"
+    ),
+    new_code_cell("%var stats temperature"),
     new_code_cell("await reader.close()\n%unload_ext dspex_notebook"),
 ]
 

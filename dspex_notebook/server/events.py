@@ -77,33 +77,47 @@ def row_variable(row: HistoryRow) -> StoredVariable:
 def batches_from_rows(rows: Iterable[HistoryRow],
                       previous: Callable[[str, int], StoredVariable | None]) -> list[EventBatch]:
     """Rebuild event batches from change-log rows (watch resume). ``previous(var_id, rev)``
-    gives the state before ``rev`` for a variable's first row here (its old value)."""
+    gives the state before ``rev`` for a variable's first row here (its old value).
+
+    The batches equal what :meth:`View.apply` published live: within a revision the deletes
+    come first (the log stores a commit's puts before its deletes), and a registration that
+    replaced a variable of the same name has the replaced state as its old value. Otherwise a
+    watcher resuming across ``register(..., replace=True)`` would see "register x, delete x"
+    and conclude that x is gone.
+    """
     batches: list[EventBatch] = []
     last: dict[str, StoredVariable] = {}
-    pending: list[Event] = []
+    group: list[HistoryRow] = []
 
-    def flush() -> None:
-        if pending:
-            batches.append(EventBatch(pending[0].revision, pending[0].session_id, tuple(pending)))
-            pending.clear()
-
-    for row in rows:
-        if pending and (row.revision != pending[0].revision or row.session_id != pending[0].session_id):
-            flush()
-        old = last.get(row.var_id)
-        if old is None and row.op != "register":
-            old = previous(row.var_id, row.revision)
-        state = row_variable(row)
+    def event(row: HistoryRow, replaced: dict[str, StoredVariable]) -> Event:
         principal = row.changed_by
         source = row.metadata.get("source", principal)
+        state = row_variable(row)
         if row.op == "delete":
-            pending.append(Event("delete", row.revision, row.session_id, None, state, principal,
-                                 source, row.metadata, row.ts))
             last.pop(row.var_id, None)
-        else:
-            pending.append(Event(row.op, row.revision, row.session_id, state, old, principal,
-                                 source, row.metadata, row.ts))
-            last[row.var_id] = state
+            return Event("delete", row.revision, row.session_id, None, state, principal, source,
+                         row.metadata, row.ts)
+        old = last.get(row.var_id)
+        if old is None:
+            old = replaced.get(row.name) if row.op == "register" else previous(row.var_id, row.revision)
+        last[row.var_id] = state
+        return Event(row.op, row.revision, row.session_id, state, old, principal, source,
+                     row.metadata, row.ts)
+
+    def flush() -> None:
+        if not group:
+            return
+        deletes = [r for r in group if r.op == "delete"]
+        replaced = {r.name: row_variable(r) for r in deletes}
+        events = [event(r, replaced) for r in deletes]
+        events += [event(r, replaced) for r in group if r.op != "delete"]
+        batches.append(EventBatch(group[0].revision, group[0].session_id, tuple(events)))
+        group.clear()
+
+    for row in rows:
+        if group and (row.revision != group[0].revision or row.session_id != group[0].session_id):
+            flush()
+        group.append(row)
     flush()
     return batches
 

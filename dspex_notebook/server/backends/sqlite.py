@@ -71,6 +71,16 @@ UPDATE history SET type = substr(type, 1, length(type) - 7) WHERE type LIKE '%.b
 CREATE INDEX IF NOT EXISTS history_revision ON history (revision);
 """
 
+
+def _name_of_id(var_id: str) -> str:
+    """The variable name inside an id: ``var_<name>#<rev>``, or ``var_<name>_<rev>`` as the
+    first schema-1 stores (before ids got their ``#``) wrote them."""
+    body = var_id.removeprefix("var_")
+    if "#" in body:
+        return body.split("#", 1)[0]
+    name, sep, rev = body.rpartition("_")
+    return name if sep and rev.isdigit() else body
+
 _HIST_COLS = ("var_id, session_id, name, type, version, revision, op, type_url, data, binary,"
               " constraints_json, ts, changed_by, metadata_json")
 
@@ -131,6 +141,12 @@ class SQLiteBackend(Backend):
                 for statement in _MIGRATE_1_2.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                # rows of variables that are gone take the name from the id; SQL alone cannot
+                # parse the older ``var_<name>_<rev>`` form
+                orphans = db.execute("SELECT DISTINCT var_id FROM history WHERE var_id NOT IN"
+                                     " (SELECT id FROM variables)").fetchall()
+                db.executemany("UPDATE history SET name=? WHERE var_id=?",
+                               [(_name_of_id(vid), vid) for (vid,) in orphans])
                 db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
                 db.execute("COMMIT")
             except BaseException:

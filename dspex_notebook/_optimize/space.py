@@ -22,6 +22,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._constraints import check_constraints
+from .._errors import InvalidArgument
+from .._types import TYPE_ALIASES, TYPE_NAMES
 from .errors import SearchSpaceError
 
 __all__ = ["SearchSpace", "space_for", "same_value"]
@@ -29,9 +32,8 @@ __all__ = ["SearchSpace", "space_for", "same_value"]
 SpaceKind = Literal["float", "integer", "choice", "boolean"]
 
 #: Type names other implementations use for the same types (kept in line with ``_types``).
-_ALIASES = {"map": "dict", "int": "integer", "bool": "boolean", "str": "string"}
 _NOT_SEARCHABLE = ("string", "embedding", "tensor", "list", "dict")
-_KNOWN = ("float", "integer", "boolean", "choice", "module", *_NOT_SEARCHABLE)
+_KNOWN = TYPE_NAMES
 # Above this many values an ordered discrete space is never materialized as a list.
 _MAX_ENUMERATE = 100_000
 
@@ -258,7 +260,7 @@ def space_for(
     raw = getattr(var_type, "value", var_type)
     if not isinstance(raw, str):
         raise SearchSpaceError(f"{where}: variable type must be a string, got {raw!r}")
-    vtype = _ALIASES.get(raw.strip().lstrip(":").lower(), raw.strip().lstrip(":").lower())
+    vtype = TYPE_ALIASES.get(raw.strip().lstrip(":").lower(), raw.strip().lstrip(":").lower())
     if vtype not in _KNOWN:
         raise SearchSpaceError(
             f"{where}: unknown variable type {raw!r}; known types: {', '.join(_KNOWN)}"
@@ -313,23 +315,28 @@ def _bound(c: Mapping[str, Any], key: str, vtype: str, where: str) -> float:
 
 def _ordered(vtype: str, c: Mapping[str, Any], name: str, where: str) -> SearchSpace:
     low, high = _bound(c, "min", vtype, where), _bound(c, "max", vtype, where)
-    if low > high or (vtype == "float" and low == high and c.get("step") is None):
+    step: float | None = c.get("step")
+    if step is not None and vtype == "integer" and not (_is_real(step) and float(step).is_integer()):
+        raise SearchSpaceError(f"{where}: constraint 'step' must be an integer, got {step!r}")
+    # the rules a variable's constraints obey anyway (min <= max, step > 0, log needs min > 0)
+    # are checked by the one validator of constraints; only what a search adds is checked here
+    ordered = {k: c[k] for k in ("min", "max", "step", "log") if k in c and c[k] is not None}
+    if vtype == "integer":
+        ordered = {k: (int(v) if k != "log" and _is_real(v) else v) for k, v in ordered.items()}
+        ordered.pop("log", None)  # integer variables have no log constraint; a search may
+    try:
+        check_constraints(vtype, ordered, name)
+    except InvalidArgument as exc:
+        raise SearchSpaceError(f"{where}: {str(exc).split(': ', 1)[-1]}") from None
+    if vtype == "float" and low == high and step is None:
         raise SearchSpaceError(
             f"{where}: constraint min={c['min']!r} must be below max={c['max']!r} to search"
         )
     log = c.get("log", False)
     if not isinstance(log, bool):
         raise SearchSpaceError(f"{where}: constraint 'log' must be true or false, got {log!r}")
-    if log and low <= 0:
+    if vtype == "integer" and log and low <= 0:
         raise SearchSpaceError(f"{where}: constraint log=true needs min > 0, got min={c['min']!r}")
-    step: float | None = c.get("step")
-    if step is not None:
-        if not _is_real(step) or not math.isfinite(float(step)) or step <= 0:
-            raise SearchSpaceError(
-                f"{where}: constraint 'step' must be a positive number, got {step!r}"
-            )
-        if vtype == "integer" and not float(step).is_integer():
-            raise SearchSpaceError(f"{where}: constraint 'step' must be an integer, got {step!r}")
     if vtype == "integer":
         return SearchSpace("integer", name, vtype, low, high, log, int(step or 1))
     return SearchSpace("float", name, vtype, low, high, log, None if step is None else float(step))

@@ -92,7 +92,7 @@ def test_unsearchable_types_explain_why(vtype: str) -> None:
         ("float", {"min": 0.0}, "'max'"),
         ("integer", {"min": 0}, "'max'"),
         ("float", {}, "'min'"),
-        ("float", {"min": 1.0, "max": 0.0}, "below max"),
+        ("float", {"min": 1.0, "max": 0.0}, "greater than max"),
         ("float", {"min": 1.0, "max": 1.0}, "below max"),
         ("float", {"min": 0.0, "max": 1.0, "log": True}, "min > 0"),
         ("float", {"min": "0", "max": 1.0}, "finite number"),

@@ -28,7 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     token = read_token_file(args.token_file) if args.token_file else None
     cfg = ServerConfig(db=MEMORY if args.memory else args.db, host=args.host, port=args.port,
-                       token=token)
+                       token=token, retain_revisions=args.retain_revisions)
     try:
         cfg.check()
     except ValueError as exc:
@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--memory", action="store_true", help="keep everything in memory")
     serve.add_argument("--token-file", default=None,
                        help="file holding the bearer token (required for a non-loopback --host)")
+    serve.add_argument("--retain-revisions", type=int, default=None, metavar="N",
+                       help="keep the change log of the last N revisions and compact older ones "
+                            "(default: keep all); watches further behind resync")
     serve.set_defaults(func=_serve)
 
     lst = sub.add_parser("list", help="show running servers (from their runtime files)")

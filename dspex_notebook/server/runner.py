@@ -74,6 +74,8 @@ class ServerConfig:
     retain_revisions: int | None = None
 
     def check(self) -> None:
+        if self.retain_revisions is not None and self.retain_revisions < 1:
+            raise ValueError(f"--retain-revisions must be at least 1, got {self.retain_revisions}")
         if not is_loopback(self.host) and not self.token:
             raise ValueError(
                 f"refusing to bind {self.host!r} (not loopback) without a token: pass --token-file"

@@ -145,7 +145,9 @@ class WatchHub:
         self._watches.pop(watch, None)
 
     def watches_of(self, task: asyncio.Task[Any]) -> list[Watch]:
-        return [w for w in self._watches if w._owner is task or task.get_coro() is w]
+        """The watches ``task`` created, runs (``create_task(watch)``) or is reading."""
+        return [w for w in self._watches
+                if w._owner is task or w._reader is task or task.get_coro() is w]
 
     async def _run(self) -> None:
         session = self._session
@@ -252,6 +254,9 @@ class Watch:
 
     Use as ``async for update in watch``, ``async with watch``, ``await watch.aclose()``, or
     ``asyncio.create_task(watch)`` with :meth:`on_update` callbacks.
+
+    ``filter_fn`` sees writes only (kind ``set``); ``initial``, ``register``, ``delete`` and
+    ``resync`` updates always pass.
     """
 
     def __init__(self, hub: WatchHub, names: Iterable[str], *, include_initial: bool = True,
@@ -282,6 +287,8 @@ class Watch:
         self._closed = False
         self._callbacks: list[Callable[[VariableUpdate], Any]] = []
         self._runner: Any = None
+        #: the task last waiting in ``__anext__`` (so cancel_watch(task) finds what it reads)
+        self._reader: asyncio.Task[Any] | None = None
         try:
             self._owner: asyncio.Task[Any] | None = asyncio.current_task()
         except RuntimeError:
@@ -329,6 +336,7 @@ class Watch:
         return self
 
     async def __anext__(self) -> VariableUpdate:
+        self._reader = asyncio.current_task()
         while True:
             if self._error is not None:
                 error, self._error = self._error, None
@@ -381,7 +389,10 @@ class Watch:
     def _accept(self, update: VariableUpdate) -> bool:
         if update.revision <= self._floor.get(update.name, -1):
             return False
-        if self._filter is None or update.kind not in ("set", "register"):
+        # Only writes are filtered. A registration is no change of a value: it may have no old
+        # value or one of another type, and a filter such as the spec's
+        # ``abs(new - old) > 0.05`` must not break the watch on a re-register.
+        if self._filter is None or update.kind != "set":
             return True
         try:
             if self._filter_with_name:
@@ -500,8 +511,13 @@ class Watch:
     def close(self) -> None:
         """Stop watching (synchronous form of :meth:`aclose`)."""
         self._shutdown()
-        if self._runner is not None:
-            self._runner.close()
+        runner = self._runner
+        # A runner that a task drives (or that is running this very call, from a callback)
+        # ends by itself now that the watch is shut down and returns its count; closing it
+        # under the task would make the task's next step fail with "cannot reuse already
+        # awaited coroutine". Only a runner that never started is closed here.
+        if runner is not None and inspect.getcoroutinestate(runner) == inspect.CORO_CREATED:
+            runner.close()
 
     def __repr__(self) -> str:
         return f"<Watch {self.names!r} {self.status}>"

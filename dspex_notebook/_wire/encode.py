@@ -117,7 +117,10 @@ def _event_message(ev: Event, raw: bool) -> pb.WatchEvent:
         _fill(msg.value, msg, "binary_value", ev.new, raw)
         if ev.kind in ("register", "initial"):
             msg.constraints_json = ev.new.constraints_json
-    if ev.old is not None:
+    # The event has one ``type``, the variable's current one, and clients decode both values
+    # as that type. A registration that replaced a variable of another type would make the old
+    # value undecodable, and every watcher would retry that revision forever; it goes without.
+    if ev.old is not None and ev.old.type == var.type:
         msg.has_old_value = True
         _fill(msg.old_value, msg, "old_binary_value", ev.old, raw)
     msg.timestamp.FromNanoseconds(int(ev.ts * 1e9))

@@ -120,3 +120,14 @@ class VariableUpdate:
     timestamp: _dt.datetime | None = None
     source: str = ""
     constraints: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """One proposal of an optimization run to evaluate (``next_trial``): report its metrics with
+    ``report_trial(variable, trial.id, metrics)``."""
+
+    id: int
+    value: Any
+    optimization_id: str
+    variable: str

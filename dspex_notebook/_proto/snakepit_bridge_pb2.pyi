@@ -889,7 +889,7 @@ class AddDependencyResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ...) -> None: ...
 
 class StartOptimizationRequest(_message.Message):
-    __slots__ = ("session_id", "variable_identifier", "optimizer_id", "optimizer_config")
+    __slots__ = ("session_id", "variable_identifier", "optimizer_id", "optimizer_config", "max_iterations", "convergence_threshold", "optimizer_config_json", "client_side", "lease_seconds", "driven")
     class OptimizerConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -901,39 +901,135 @@ class StartOptimizationRequest(_message.Message):
     VARIABLE_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_ID_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    CONVERGENCE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_SIDE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DRIVEN_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     variable_identifier: str
     optimizer_id: str
     optimizer_config: _containers.ScalarMap[str, str]
-    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., optimizer_id: _Optional[str] = ..., optimizer_config: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    max_iterations: int
+    convergence_threshold: float
+    optimizer_config_json: str
+    client_side: bool
+    lease_seconds: float
+    driven: bool
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., optimizer_id: _Optional[str] = ..., optimizer_config: _Optional[_Mapping[str, str]] = ..., max_iterations: _Optional[int] = ..., convergence_threshold: _Optional[float] = ..., optimizer_config_json: _Optional[str] = ..., client_side: _Optional[bool] = ..., lease_seconds: _Optional[float] = ..., driven: _Optional[bool] = ...) -> None: ...
 
 class StartOptimizationResponse(_message.Message):
-    __slots__ = ("success", "error_message", "optimization_id")
+    __slots__ = ("success", "error_message", "optimization_id", "revision", "status_json")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_JSON_FIELD_NUMBER: _ClassVar[int]
     success: bool
     error_message: str
     optimization_id: str
-    def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ..., optimization_id: _Optional[str] = ...) -> None: ...
+    revision: int
+    status_json: str
+    def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ..., optimization_id: _Optional[str] = ..., revision: _Optional[int] = ..., status_json: _Optional[str] = ...) -> None: ...
 
 class StopOptimizationRequest(_message.Message):
-    __slots__ = ("session_id", "variable_identifier", "force")
+    __slots__ = ("session_id", "variable_identifier", "force", "optimization_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VARIABLE_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZATION_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     variable_identifier: str
     force: bool
-    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    optimization_id: str
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., force: _Optional[bool] = ..., optimization_id: _Optional[str] = ...) -> None: ...
 
 class StopOptimizationResponse(_message.Message):
-    __slots__ = ("success", "final_value")
+    __slots__ = ("success", "final_value", "revision", "status_json")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     FINAL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_JSON_FIELD_NUMBER: _ClassVar[int]
     success: bool
     final_value: _any_pb2.Any
-    def __init__(self, success: _Optional[bool] = ..., final_value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
+    revision: int
+    status_json: str
+    def __init__(self, success: _Optional[bool] = ..., final_value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., revision: _Optional[int] = ..., status_json: _Optional[str] = ...) -> None: ...
+
+class NextTrialRequest(_message.Message):
+    __slots__ = ("session_id", "variable_identifier", "optimization_id", "proposal_json")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_JSON_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    variable_identifier: str
+    optimization_id: str
+    proposal_json: str
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., optimization_id: _Optional[str] = ..., proposal_json: _Optional[str] = ...) -> None: ...
+
+class NextTrialResponse(_message.Message):
+    __slots__ = ("trial_id", "value_json", "done", "stop_reason", "revision")
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    trial_id: int
+    value_json: str
+    done: bool
+    stop_reason: str
+    revision: int
+    def __init__(self, trial_id: _Optional[int] = ..., value_json: _Optional[str] = ..., done: _Optional[bool] = ..., stop_reason: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class ReportTrialRequest(_message.Message):
+    __slots__ = ("session_id", "variable_identifier", "optimization_id", "trial_id", "metrics_json", "error")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    variable_identifier: str
+    optimization_id: str
+    trial_id: int
+    metrics_json: str
+    error: str
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., optimization_id: _Optional[str] = ..., trial_id: _Optional[int] = ..., metrics_json: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ReportTrialResponse(_message.Message):
+    __slots__ = ("done", "stop_reason", "status_json", "revision")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
+    STATUS_JSON_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    done: bool
+    stop_reason: str
+    status_json: str
+    revision: int
+    def __init__(self, done: _Optional[bool] = ..., stop_reason: _Optional[str] = ..., status_json: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class OptimizationQuery(_message.Message):
+    __slots__ = ("session_id", "variable_identifier", "optimization_id", "limit", "since")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    variable_identifier: str
+    optimization_id: str
+    limit: int
+    since: float
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., optimization_id: _Optional[str] = ..., limit: _Optional[int] = ..., since: _Optional[float] = ...) -> None: ...
+
+class OptimizationReply(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
 
 class GetVariableHistoryRequest(_message.Message):
     __slots__ = ("session_id", "variable_identifier", "limit")

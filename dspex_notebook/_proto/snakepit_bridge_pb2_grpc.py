@@ -165,6 +165,31 @@ class BridgeServiceStub:
                 request_serializer=snakepit__bridge__pb2.GetVariableStatsRequest.SerializeToString,
                 response_deserializer=snakepit__bridge__pb2.GetVariableStatsResponse.FromString,
                 _registered_method=True)
+        self.NextTrial = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/NextTrial',
+                request_serializer=snakepit__bridge__pb2.NextTrialRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.NextTrialResponse.FromString,
+                _registered_method=True)
+        self.ReportTrial = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/ReportTrial',
+                request_serializer=snakepit__bridge__pb2.ReportTrialRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.ReportTrialResponse.FromString,
+                _registered_method=True)
+        self.GetOptimizationStatus = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/GetOptimizationStatus',
+                request_serializer=snakepit__bridge__pb2.OptimizationQuery.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.OptimizationReply.FromString,
+                _registered_method=True)
+        self.GetOptimizationHistory = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/GetOptimizationHistory',
+                request_serializer=snakepit__bridge__pb2.OptimizationQuery.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.OptimizationReply.FromString,
+                _registered_method=True)
+        self.KeepAliveOptimization = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/KeepAliveOptimization',
+                request_serializer=snakepit__bridge__pb2.OptimizationQuery.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.OptimizationReply.FromString,
+                _registered_method=True)
 
 
 class BridgeServiceServicer:
@@ -333,6 +358,37 @@ class BridgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def NextTrial(self, request, context):
+        """dspex: server-held optimization runs (ask/tell), docs/optimization.md
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportTrial(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOptimizationStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOptimizationHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KeepAliveOptimization(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BridgeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -465,6 +521,31 @@ def add_BridgeServiceServicer_to_server(servicer, server):
                     servicer.GetVariableStats,
                     request_deserializer=snakepit__bridge__pb2.GetVariableStatsRequest.FromString,
                     response_serializer=snakepit__bridge__pb2.GetVariableStatsResponse.SerializeToString,
+            ),
+            'NextTrial': grpc.unary_unary_rpc_method_handler(
+                    servicer.NextTrial,
+                    request_deserializer=snakepit__bridge__pb2.NextTrialRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.NextTrialResponse.SerializeToString,
+            ),
+            'ReportTrial': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportTrial,
+                    request_deserializer=snakepit__bridge__pb2.ReportTrialRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.ReportTrialResponse.SerializeToString,
+            ),
+            'GetOptimizationStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOptimizationStatus,
+                    request_deserializer=snakepit__bridge__pb2.OptimizationQuery.FromString,
+                    response_serializer=snakepit__bridge__pb2.OptimizationReply.SerializeToString,
+            ),
+            'GetOptimizationHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOptimizationHistory,
+                    request_deserializer=snakepit__bridge__pb2.OptimizationQuery.FromString,
+                    response_serializer=snakepit__bridge__pb2.OptimizationReply.SerializeToString,
+            ),
+            'KeepAliveOptimization': grpc.unary_unary_rpc_method_handler(
+                    servicer.KeepAliveOptimization,
+                    request_deserializer=snakepit__bridge__pb2.OptimizationQuery.FromString,
+                    response_serializer=snakepit__bridge__pb2.OptimizationReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1169,6 +1250,141 @@ class BridgeService:
             '/snakepit.bridge.BridgeService/GetVariableStats',
             snakepit__bridge__pb2.GetVariableStatsRequest.SerializeToString,
             snakepit__bridge__pb2.GetVariableStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NextTrial(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/NextTrial',
+            snakepit__bridge__pb2.NextTrialRequest.SerializeToString,
+            snakepit__bridge__pb2.NextTrialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportTrial(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/ReportTrial',
+            snakepit__bridge__pb2.ReportTrialRequest.SerializeToString,
+            snakepit__bridge__pb2.ReportTrialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOptimizationStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/GetOptimizationStatus',
+            snakepit__bridge__pb2.OptimizationQuery.SerializeToString,
+            snakepit__bridge__pb2.OptimizationReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOptimizationHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/GetOptimizationHistory',
+            snakepit__bridge__pb2.OptimizationQuery.SerializeToString,
+            snakepit__bridge__pb2.OptimizationReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KeepAliveOptimization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/KeepAliveOptimization',
+            snakepit__bridge__pb2.OptimizationQuery.SerializeToString,
+            snakepit__bridge__pb2.OptimizationReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,6 +27,9 @@ DEFAULT_CHANNEL_OPTIONS = (
 )
 
 
+_NO_PROPOSAL: Any = object()
+
+
 class WatchMessage(NamedTuple):
     """One decoded ``WatchResponse``."""
 
@@ -261,6 +264,57 @@ class Bridge:
             for ident, s in reply.stats.items()
         }
         return stats, list(reply.missing_variables), reply.session_watchers
+
+    # ------------------------------------------------------------------------------------------
+    # optimization runs (values, metrics and status travel as JSON: see servicer/optimization.py)
+
+    async def start_optimization(self, session_id: str, ident: str, optimizer: str,
+                                 config: Mapping[str, Any], max_iterations: int | None,
+                                 convergence_threshold: float | None, client_side: bool,
+                                 lease_seconds: float, driven: bool) -> tuple[str, dict[str, Any]]:
+        req = pb.StartOptimizationRequest(
+            session_id=session_id, variable_identifier=ident, optimizer_id=optimizer,
+            optimizer_config_json=json.dumps(dict(config)), max_iterations=max_iterations or 0,
+            client_side=client_side, lease_seconds=lease_seconds, driven=driven)
+        if convergence_threshold is not None:
+            req.convergence_threshold = convergence_threshold
+        reply = await self._call(self._stub.StartOptimization, req, "StartOptimization", ident)
+        return reply.optimization_id, json.loads(reply.status_json or "{}")
+
+    async def stop_optimization(self, session_id: str, ident: str, run_id: str = "") -> dict[str, Any]:
+        req = pb.StopOptimizationRequest(session_id=session_id, variable_identifier=ident,
+                                         optimization_id=run_id)
+        reply = await self._call(self._stub.StopOptimization, req, "StopOptimization", ident)
+        return json.loads(reply.status_json or "{}")
+
+    async def next_trial(self, session_id: str, ident: str, run_id: str = "",
+                         proposal: Any = _NO_PROPOSAL) -> tuple[int, Any, str]:
+        """``(trial id, value, stop_reason)``; trial id 0 when the run is over."""
+        req = pb.NextTrialRequest(session_id=session_id, variable_identifier=ident,
+                                  optimization_id=run_id)
+        if proposal is not _NO_PROPOSAL:
+            req.proposal_json = json.dumps(proposal)
+        reply = await self._call(self._stub.NextTrial, req, "NextTrial", ident)
+        if reply.done:
+            return 0, None, reply.stop_reason
+        return reply.trial_id, json.loads(reply.value_json), ""
+
+    async def report_trial(self, session_id: str, ident: str, run_id: str, trial_id: int,
+                           metrics: Any, error: str = "") -> dict[str, Any]:
+        """The run's status after the report."""
+        req = pb.ReportTrialRequest(session_id=session_id, variable_identifier=ident,
+                                    optimization_id=run_id, trial_id=trial_id,
+                                    metrics_json="" if error else json.dumps(metrics), error=error)
+        reply = await self._call(self._stub.ReportTrial, req, "ReportTrial", ident)
+        return json.loads(reply.status_json or "{}")
+
+    async def optimization_query(self, method: str, session_id: str, ident: str, run_id: str = "",
+                                 limit: int = 0, since: float = 0.0) -> Any:
+        """``GetOptimizationStatus`` / ``GetOptimizationHistory`` / ``KeepAliveOptimization``."""
+        req = pb.OptimizationQuery(session_id=session_id, variable_identifier=ident,
+                                   optimization_id=run_id, limit=limit, since=since)
+        reply = await self._call(getattr(self._stub, method), req, method, ident)
+        return json.loads(reply.json or "null")
 
     async def watch(self, session_id: str, idents: Sequence[str] = (), *, start_revision: int = 0,
                     store_id: str = "", include_initial: bool = False,

@@ -18,7 +18,7 @@ from typing import Any
 from .._cache import MISS, VariableCache
 from .._loop import Portal
 from .._session import SessionContext
-from .._types import Variable, VariableUpdate
+from .._types import Trial, Variable, VariableUpdate
 from .._watch import Watch
 
 
@@ -173,6 +173,48 @@ class NotebookSession:
 
     async def get_variable_stats(self, variable: str | None = None) -> dict[str, Any]:
         return await self.portal.call(self.context.get_variable_stats(variable))
+
+    # -- optimization runs -----------------------------------------------------------------
+
+    async def start_optimization(
+        self, variable: str, optimizer_type: str = "bayesian",
+        optimizer_config: Mapping[str, Any] | None = None, max_iterations: int = 100,
+        convergence_threshold: float | None = 0.001, callback: Callable[..., Any] | None = None,
+        *, objective: Callable[[Any], Any] | None = None, lease_seconds: float = 30.0,
+    ) -> str:
+        """As :meth:`SessionContext.start_optimization`; the run's driver (objective,
+        callback) runs on the IO thread, so the cell returns at once and the kernel stays free."""
+        return await self.portal.call(self.context.start_optimization(
+            variable, optimizer_type, optimizer_config, max_iterations, convergence_threshold,
+            callback, objective=objective, lease_seconds=lease_seconds))
+
+    def register_objective(self, variable: str, objective: Callable[[Any], Any]) -> None:
+        self.context.register_objective(variable, objective)
+
+    async def register_python_optimizer(self, name: str, optimizer_class: type) -> None:
+        await self.portal.call(self.context.register_python_optimizer(name, optimizer_class))
+
+    async def stop_optimization(self, variable: str) -> None:
+        await self.portal.call(self.context.stop_optimization(variable))
+
+    async def wait_optimization(self, variable: str) -> str | None:
+        return await self.portal.call(self.context.wait_optimization(variable))
+
+    async def get_optimization_status(self, variable: str) -> dict[str, Any]:
+        return await self.portal.call(self.context.get_optimization_status(variable))
+
+    async def get_optimization_history(self, variable: str, limit: int = 100, since: Any = None,
+                                       optimizer_id: str | None = None) -> list[dict[str, Any]]:
+        return await self.portal.call(self.context.get_optimization_history(
+            variable, limit, since, optimizer_id))
+
+    async def next_trial(self, variable: str) -> Trial | None:
+        return await self.portal.call(self.context.next_trial(variable))
+
+    async def report_trial(self, variable: str, trial_id: int, metrics: Any = None, *,
+                           error: str = "") -> dict[str, Any]:
+        return await self.portal.call(self.context.report_trial(variable, trial_id, metrics,
+                                                                error=error))
 
     # -- watches: made on the IO loop, iterated from here ------------------------------------
 

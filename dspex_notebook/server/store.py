@@ -28,6 +28,7 @@ from .._values import VariableSpec
 from .backends.base import Backend, Commit, Delete, SessionRow, StoredVariable
 from .events import EventBatch, EventHub, Subscription, batches_from_rows, row_variable
 from .limits import Limits
+from .optimization import Optimizations
 from .view import SessionState, View
 from .writes import resolve, stage_batch, stage_delete, stage_register, stage_set
 
@@ -51,12 +52,17 @@ class Store:
         self.backend = backend
         self.limits = limits or Limits()
         self._clock = clock
-        self.view = View(backend.load())
+        snap = backend.load()
+        self.view = View(snap)
         self.hub = EventHub()
         self.hub.set_head(lambda: self.view.revision)
         self.retain_revisions = retain_revisions
         self.reads: Counter[str] = Counter()  # var id -> reads served (since server start)
         self.writes: Counter[str] = Counter()
+        self.optimizations = Optimizations(self)
+        self.optimizations.load(snap.runs, snap.trials)
+        if self.optimizations.active:
+            self.optimizations._ensure_ticker()
 
     @property
     def store_id(self) -> str:
@@ -131,8 +137,9 @@ class Store:
         now = self._clock()
         deletes = [Delete(self.view.vars[vid], principal, {}) for vid in sess.by_name.values()]
         removed = len(deletes)
-        revision = self._commit(Commit(deletes=deletes, session_deletes=[session_id], ts=now),
-                                principal)
+        runs = self.optimizations.finish_session(session_id, principal)
+        revision = self._commit(Commit(deletes=deletes, session_deletes=[session_id], runs=runs,
+                                       ts=now), principal)
         self.hub.close_session(session_id)
         return removed, revision
 
@@ -316,5 +323,6 @@ class Store:
 
     def close(self) -> None:
         self.hub.close()
+        self.optimizations.close()
         self.backend.touch_sessions({s: x.row.last_access for s, x in self.view.sessions.items()})
         self.backend.close()

@@ -39,6 +39,8 @@ class View:
         self.compact_revision = snap.compact_revision
         self.sessions: dict[str, SessionState] = {s.session_id: SessionState(s) for s in snap.sessions}
         self.vars: dict[str, StoredVariable] = {}
+        #: variable id -> id of the optimization run that holds it (ordinary writes refused)
+        self.locks: dict[str, str] = {r.var_id: r.id for r in snap.runs if r.doc.get("state") == "running"}
         for var in snap.variables:
             self.vars[var.id] = decoded(var)
             sess = self.sessions.get(var.session_id)
@@ -76,5 +78,10 @@ class View:
             events.setdefault(var.session_id, []).append(Event(
                 p.op, revision, var.session_id, var, old, principal,
                 p.metadata.get("source", principal), p.metadata, commit.ts))
+        for run in commit.runs:
+            if run.doc.get("state") == "running":
+                self.locks[run.var_id] = run.id
+            elif self.locks.get(run.var_id) == run.id:
+                del self.locks[run.var_id]
         self.revision = revision
         return [EventBatch(revision, sid, tuple(evs)) for sid, evs in events.items()]

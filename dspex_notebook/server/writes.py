@@ -21,6 +21,7 @@ from .._constraints import validate
 from .._errors import (
     DspexError,
     InvalidArgument,
+    OptimizationConflict,
     ResourceLimitExceeded,
     VariableExistsError,
     VariableNotFoundError,
@@ -42,6 +43,17 @@ def resolve(view: View, sess: SessionState, ident: str) -> StoredVariable:
         shown = ident if len(ident) <= 80 else ident[:77] + "..."
         raise VariableNotFoundError(f"Variable not found: {shown}")
     return view.vars[vid]
+
+
+def check_unlocked(view: View, var: StoredVariable, fencing: str | None = None) -> None:
+    """Refuse an ordinary write to a variable an optimization run holds (``fencing`` is the
+    holding run's id for the run's own writes)."""
+    run_id = view.locks.get(var.id)
+    if run_id is not None and run_id != fencing:
+        raise OptimizationConflict(
+            f"variable {var.name!r} is being optimized by run {run_id!r}: writes are refused "
+            "until the run ends (stop_optimization to end it)"
+        )
 
 
 def encoded(limits: Limits, var_id: str, session_id: str, name: str, type_name: str, value: Any,
@@ -97,6 +109,7 @@ def stage_register(view: View, limits: Limits, sess: SessionState, specs: list[V
                       json.dumps(spec.constraints, sort_keys=True), spec.metadata, 0, 0, ts)
         if old_id is not None:
             old = view.vars[old_id]
+            check_unlocked(view, old)
             commit.deletes.append(Delete(old, principal, spec.metadata))
             commit.compares.append(Compare(session_id, old.name, old.id, old.version))
         else:
@@ -124,6 +137,7 @@ def stage_set(view: View, limits: Limits, sess: SessionState, ident: str, raw_va
               ts: float) -> tuple[Commit, StoredVariable]:
     limits.check_metadata(metadata)
     var = resolve(view, sess, ident)
+    check_unlocked(view, var)
     if expected_version is not None and expected_version != var.version:
         raise VersionConflict(
             f"variable {var.name!r} is at version {var.version}, expected {expected_version}"
@@ -165,6 +179,7 @@ def stage_batch(view: View, limits: Limits, sess: SessionState, updates: Mapping
 def stage_delete(view: View, sess: SessionState, ident: str, principal: str,
                  ts: float) -> Commit:
     var = resolve(view, sess, ident)
+    check_unlocked(view, var)
     return Commit(deletes=[Delete(var, principal, {})],
                   compares=[Compare(var.session_id, var.name, var.id, var.version)], ts=ts)
 
@@ -176,6 +191,7 @@ def _stage_update(view: View, limits: Limits, sess: SessionState, ident: str, ra
     if isinstance(raw, DspexError):
         raise raw
     var = resolve(view, sess, ident)
+    check_unlocked(view, var)
     if replaced and var.name in replaced:  # e.g. the old id of a variable being replaced
         raise InvalidArgument(
             f"{ident!r} names variable {var.name!r}, which the same batch registers anew"

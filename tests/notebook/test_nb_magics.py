@@ -406,6 +406,9 @@ def test_session_proxy_offers_every_public_coroutine_method(ext):
     for name in public - {"get_variable"}:  # forwarded with the same signature
         assert inspect.signature(getattr(NotebookSession, name)) == inspect.signature(
             getattr(SessionContext, name))
+    # and every other public method/property (watches, cache, status) has its twin too
+    everything = {n for n in dir(SessionContext) if not n.startswith("_")} - {"connect"}
+    assert not sorted(everything - set(dir(NotebookSession)))
     assert "dspex-io" in repr(session)
 
 

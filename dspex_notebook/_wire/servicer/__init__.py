@@ -2,20 +2,23 @@
 
 * ``base.py``: authentication, codec flag, error → status (every handler goes through it);
 * ``variables.py``: sessions and variables (unary RPCs);
-* ``watch.py``: ``Watch``, ``WatchVariables`` (v0.4.x) and ``GetVariableStats``.
+* ``watch.py``: ``Watch``, ``WatchVariables`` (v0.4.x) and ``GetVariableStats``;
+* ``optimization.py``: server-held optimization runs (start/stop, ask/tell, status, trials).
 """
 
 from __future__ import annotations
 
 from ..._proto import snakepit_bridge_pb2_grpc as pb_grpc
 from .base import MalformedRequest, lenient_deserializer, unsupported
+from .optimization import OptimizationHandlers
 from .variables import VariableHandlers
 from .watch import WatchHandlers
 
 __all__ = ["BridgeServicer", "MalformedRequest", "lenient_deserializer"]
 
 
-class BridgeServicer(VariableHandlers, WatchHandlers, pb_grpc.BridgeServiceServicer):
+class BridgeServicer(VariableHandlers, WatchHandlers, OptimizationHandlers,
+                     pb_grpc.BridgeServiceServicer):
     """``snakepit.bridge.BridgeService`` backed by a :class:`~...server.store.Store`."""
 
     # not served (yet): a clear UNIMPLEMENTED instead of the generated base class' exception
@@ -25,7 +28,5 @@ class BridgeServicer(VariableHandlers, WatchHandlers, pb_grpc.BridgeServiceServi
     ExecuteElixirTool = unsupported("ExecuteElixirTool (tool bridge)")
     ExecuteStreamingTool = unsupported("ExecuteStreamingTool (tool bridge)")
     AddDependency = unsupported("AddDependency")
-    StartOptimization = unsupported("StartOptimization")
-    StopOptimization = unsupported("StopOptimization")
     GetVariableHistory = unsupported("GetVariableHistory")
     RollbackVariable = unsupported("RollbackVariable")

@@ -122,6 +122,24 @@ def rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
     return handler
 
 
+def rpc_async(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A unary handler that awaits (work moved off the loop, e.g. an optimizer's suggestion)."""
+
+    @functools.wraps(fn)
+    async def handler(self: ServicerBase, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            principal, raw = self._caller(context)
+            self._check_request(request)
+            return await fn(self, request, principal, raw)
+        except DspexError as exc:
+            await _abort(context, exc)
+        except Exception:
+            log.exception("internal error in %s", fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {fn.__name__}")
+
+    return handler
+
+
 def stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
     """A server-streaming handler ``fn(self, request, principal, raw, context)`` (async gen)."""
 

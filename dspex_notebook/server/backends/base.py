@@ -89,6 +89,26 @@ class HistoryRow:
 
 
 @dataclass(slots=True)
+class RunRow:
+    """A server-held optimization run (``server/optimization.py``); ``doc`` is its JSON-able
+    record (optimizer, config, budget, state, stop reason, best, timestamps)."""
+
+    id: str
+    session_id: str
+    var_id: str
+    doc: dict[str, Any]
+
+
+@dataclass(slots=True)
+class TrialRow:
+    """One trial of a run: ``doc`` has iteration, value, metrics, objective, state, timestamp."""
+
+    run_id: str
+    iteration: int
+    doc: dict[str, Any]
+
+
+@dataclass(slots=True)
 class Put:
     """Write ``var`` (a new variable when ``var.id`` is empty: the backend allocates the id)."""
 
@@ -127,6 +147,8 @@ class Commit:
     compares: list[Compare] = field(default_factory=list)
     session_upserts: list[SessionRow] = field(default_factory=list)
     session_deletes: list[str] = field(default_factory=list)
+    runs: list[RunRow] = field(default_factory=list)  # upserts
+    trials: list[TrialRow] = field(default_factory=list)  # upserts by (run_id, iteration)
     ts: float = 0.0
 
     def stamp(self, revision: int) -> None:
@@ -162,6 +184,8 @@ class Snapshot:
     compact_revision: int
     sessions: list[SessionRow]
     variables: list[StoredVariable]
+    runs: list[RunRow] = field(default_factory=list)
+    trials: list[TrialRow] = field(default_factory=list)  # in (run, iteration) order
 
 
 class CompareFailed(VersionConflict):

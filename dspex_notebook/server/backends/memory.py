@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import copy
 import uuid
 from dataclasses import replace
 
@@ -11,9 +12,11 @@ from .base import (
     Commit,
     CompareFailed,
     HistoryRow,
+    RunRow,
     SessionRow,
     Snapshot,
     StoredVariable,
+    TrialRow,
     compacted_error,
 )
 
@@ -33,12 +36,17 @@ class MemoryBackend(Backend):
         self._log: list[HistoryRow] = []  # in revision order
         self._log_revs: list[int] = []  # parallel to _log, for bisect
         self._by_var: dict[str, list[HistoryRow]] = {}  # var id -> its rows, oldest first
+        self._runs: dict[str, RunRow] = {}
+        self._trials: dict[tuple[str, int], TrialRow] = {}
 
     def load(self) -> Snapshot:
         return Snapshot(
             self.store_id, self._revision, self._compact,
             [replace(s) for s in self._sessions.values()],
             [replace(v, value=None, constraints={}) for v in self._variables.values()],
+            [RunRow(r.id, r.session_id, r.var_id, copy.deepcopy(r.doc)) for r in self._runs.values()],
+            [TrialRow(t.run_id, t.iteration, copy.deepcopy(t.doc))
+             for _, t in sorted(self._trials.items())],
         )
 
     def _check(self, commit: Commit) -> None:
@@ -69,6 +77,15 @@ class MemoryBackend(Backend):
         for p in commit.puts:
             self._variables[p.var.id] = p.var
             self._names[(p.var.session_id, p.var.name)] = p.var.id
+        for run in commit.runs:
+            self._runs[run.id] = RunRow(run.id, run.session_id, run.var_id, copy.deepcopy(run.doc))
+        for t in commit.trials:
+            self._trials[(t.run_id, t.iteration)] = TrialRow(t.run_id, t.iteration, copy.deepcopy(t.doc))
+        for sid in commit.session_deletes:  # runs and trials go with their session
+            for rid in [k for k, r in self._runs.items() if r.session_id == sid]:
+                del self._runs[rid]
+                for key in [k for k in self._trials if k[0] == rid]:
+                    del self._trials[key]
         for row in commit.history(revision):
             self._log.append(row)
             self._log_revs.append(revision)

@@ -24,9 +24,11 @@ from .base import (
     Commit,
     CompareFailed,
     HistoryRow,
+    RunRow,
     SessionRow,
     Snapshot,
     StoredVariable,
+    TrialRow,
     compacted_error,
 )
 
@@ -52,6 +54,11 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (var_id, version, revision));
 CREATE INDEX IF NOT EXISTS history_session ON history (session_id);
 CREATE INDEX IF NOT EXISTS history_revision ON history (revision);
+CREATE TABLE IF NOT EXISTS optimizations (
+    id TEXT PRIMARY KEY, session_id TEXT NOT NULL, var_id TEXT NOT NULL, doc_json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    run_id TEXT NOT NULL, iteration INTEGER NOT NULL, doc_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, iteration));
 """
 
 # Schema 1 -> 2: the change log also records name, type and constraints (watch resume and
@@ -186,8 +193,12 @@ class SQLiteBackend(Backend):
                 " FROM variables ORDER BY create_revision, rowid"
             )
         ]
+        runs = [RunRow(r[0], r[1], r[2], json.loads(r[3])) for r in self._db.execute(
+            "SELECT id, session_id, var_id, doc_json FROM optimizations")]
+        trials = [TrialRow(r[0], r[1], json.loads(r[2])) for r in self._db.execute(
+            "SELECT run_id, iteration, doc_json FROM trials ORDER BY run_id, iteration")]
         return Snapshot(meta["store_id"], int(meta["revision"]),
-                        int(meta.get("compact_revision", "0")), sessions, variables)
+                        int(meta.get("compact_revision", "0")), sessions, variables, runs, trials)
 
     def _check(self, commit: Commit) -> None:
         db = self._db
@@ -212,6 +223,13 @@ class SQLiteBackend(Backend):
             for sid in commit.session_deletes:
                 db.execute("DELETE FROM sessions WHERE session_id=?", (sid,))
                 db.execute("DELETE FROM variables WHERE session_id=?", (sid,))
+                db.execute("DELETE FROM trials WHERE run_id IN"
+                           " (SELECT id FROM optimizations WHERE session_id=?)", (sid,))
+                db.execute("DELETE FROM optimizations WHERE session_id=?", (sid,))
+            db.executemany("INSERT OR REPLACE INTO optimizations VALUES (?, ?, ?, ?)",
+                           [(r.id, r.session_id, r.var_id, json.dumps(r.doc)) for r in commit.runs])
+            db.executemany("INSERT OR REPLACE INTO trials VALUES (?, ?, ?)",
+                           [(t.run_id, t.iteration, json.dumps(t.doc)) for t in commit.trials])
             db.executemany(
                 "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)",
                 [(s.session_id, s.principal, json.dumps(s.metadata), s.created_at, s.last_access)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -276,6 +277,9 @@ class _Records(logging.Handler):
 
 async def _prepare_session(server) -> None:
     async with session_for(server, SESSION) as ctx:
+        for name, *_ in VAR_SPECS:  # a fuzzed StartOptimization may hold a variable
+            with contextlib.suppress(dn.DspexError):
+                await ctx.stop_optimization(name)
         await ctx.register_variables([
             {"name": n, "type": t, "initial_value": v, "constraints": c, "replace": True}
             for n, t, v, c in VAR_SPECS

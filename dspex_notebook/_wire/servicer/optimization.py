@@ -35,8 +35,11 @@ def _dumps(value: Any) -> str:
 class OptimizationHandlers(ServicerBase):
     @rpc
     def StartOptimization(self, request, principal, raw):
-        config = dict(request.optimizer_config)  # v0.4.x: strings; JSON-typed config wins
-        config.update(_loads(request.optimizer_config_json, "optimizer_config_json", {}))
+        config: dict[str, Any] = dict(request.optimizer_config)  # v0.4.x: strings
+        typed = _loads(request.optimizer_config_json, "optimizer_config_json", {})
+        if not isinstance(typed, dict):
+            raise InvalidArgument("optimizer_config_json must be a JSON object")
+        config.update(typed)  # the typed config wins
         threshold = (request.convergence_threshold if request.HasField("convergence_threshold")
                      else None)
         run = self.store.optimizations.start(

@@ -225,6 +225,9 @@ class Optimizations:
             "principal": principal, "lease": lease, "driven": driven, "stop_detail": None,
         }
         _check_json(doc["original"], var.name)
+        if not client_side and "initial_value" in _defaults(optimizer) and not (
+                config.get("initial_value") is not None or config.get("x0") is not None):
+            doc["config"]["initial_value"] = var.value  # start where the variable is
         engine = None if client_side else self._make(doc, var)  # config errors now, not later
         if client_side:
             space_for(var.type, var.constraints, var.name)  # the variable must be searchable
@@ -241,7 +244,7 @@ class Optimizations:
                          has_proposal: bool = False) -> tuple[dict[str, Any] | None, Run]:
         """The trial to evaluate (the pending one again if not yet reported), or None when
         the run is over. Writes the proposal to the variable."""
-        var, run = self._run_of(principal, session_id, ident, run_id)
+        var, run = self._run_of(principal, session_id, ident, run_id, active=False)
         if run is None:
             raise InvalidArgument(f"variable {var.name!r} is not being optimized")
         async with run.lock:
@@ -427,6 +430,13 @@ class Optimizations:
     def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+
+
+def _defaults(optimizer: str) -> Mapping[str, Any]:
+    from .._optimize import BUILTIN_OPTIMIZERS
+
+    cls = BUILTIN_OPTIMIZERS.get(optimizer)
+    return (cls.config_defaults or {}) if cls is not None else {}
 
 
 def _plain(value: Any) -> Any:

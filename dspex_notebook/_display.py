@@ -108,3 +108,40 @@ class StatsTable:
         body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{escape(c)}</td>" for c in row)
                        + "</tr>" for row in self.rows())
         return f"<table class='dspex-stats'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class OptimizationStatus:
+    """``get_optimization_status`` for people (``%var status``, CLI ``status``)."""
+
+    def __init__(self, status: dict[str, Any], trials: list[dict[str, Any]] | None = None) -> None:
+        self.status = status
+        self.trials = trials or []
+
+    def lines(self) -> list[str]:
+        s = self.status
+        if s.get("optimization_id") is None:
+            return [f"{s.get('variable', 'the variable')}: never optimized"]
+        state = "running" if s["is_optimizing"] else f"finished ({s.get('stop_reason')})"
+        if s["is_optimizing"] and s.get("waiting"):
+            state += ", waiting for a trial report" if s.get("waiting_for_trial") else ", waiting"
+        budget = s.get("max_iterations")
+        lines = [
+            f"{s['variable']}: {s['optimizer']} run {s['optimization_id']} — {state}",
+            f"iteration {s['iteration']}" + (f" of {budget}" if budget else "")
+            + f", {s.get('direction')} {s.get('metric')}",
+        ]
+        if s.get("best_value") is not None:
+            best = _stat(s.get("best_objective"))
+            lines.append(f"best {short(s['best_value'])}  {s.get('metric')} = {best}")
+        for t in self.trials[-5:]:
+            lines.append(f"  #{t['iteration']:<4} {short(t['value']):<12} {t['state']:<9} "
+                         f"{_stat(t.get('objective'))}")
+        return lines
+
+    def __repr__(self) -> str:
+        return "\n".join(self.lines())
+
+    def _repr_html_(self) -> str:
+        head, *rest = self.lines()
+        body = "<br>".join(escape(line) for line in rest)
+        return f"<div class='dspex-optimization'><b>{escape(head)}</b><br><code>{body}</code></div>"

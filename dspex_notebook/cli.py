@@ -7,6 +7,7 @@
     dspex-notebook set NAME VALUE [--session S] ...        (VALUE is YAML/JSON: 0.7, [1, 2], text)
     dspex-notebook watch NAME [NAME ...] [--json] [--session S] ...   (until Ctrl-C)
     dspex-notebook stats [NAME] [--json] [--session S] ...
+    dspex-notebook status NAME | stop NAME | trials NAME [--limit N] [--json]   (optimization runs)
     dspex-notebook enable|disable [--sys-prefix]           (load the extension in every kernel)
 
 Without ``--address`` the commands use the newest running server on this machine (its runtime
@@ -209,6 +210,47 @@ def _stats(args: argparse.Namespace) -> int:
     return _client(args, work)
 
 
+def _status(args: argparse.Namespace) -> int:
+    from ._display import OptimizationStatus
+
+    async def work(ctx) -> int:
+        status = await ctx.get_optimization_status(args.name)
+        if args.json:
+            print(json.dumps(status, default=str, indent=2))
+        else:
+            trials = await ctx.get_optimization_history(args.name, limit=5)
+            print(repr(OptimizationStatus(status, trials)))
+        return 0
+
+    return _client(args, work)
+
+
+def _stop(args: argparse.Namespace) -> int:
+    async def work(ctx) -> int:
+        await ctx.stop_optimization(args.name)
+        value = await ctx.get_variable(args.name, bypass_cache=True)
+        print(f"{args.name}: stopped; value {value!r}")
+        return 0
+
+    return _client(args, work)
+
+
+def _trials(args: argparse.Namespace) -> int:
+    async def work(ctx) -> int:
+        trials = await ctx.get_optimization_history(args.name, limit=args.limit)
+        if args.json:
+            print(json.dumps(trials, default=str))
+            return 0
+        if not trials:
+            print(f"{args.name}: no trials")
+        for t in trials:
+            print(f"#{t['iteration']:<4} {t['value']!r:<14} {t['state']:<9} "
+                  f"{t['objective'] if t['objective'] is not None else '-':<22} {t['optimization_id']}")
+        return 0
+
+    return _client(args, work)
+
+
 def _enable(args: argparse.Namespace) -> int:
     from .notebook.kernel_config import config_path, set_enabled
 
@@ -277,6 +319,17 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true")
     client_options(stats)
     stats.set_defaults(func=_stats)
+
+    for name, func, text in (("status", _status, "the optimization run of a variable"),
+                             ("stop", _stop, "stop a variable's optimization run"),
+                             ("trials", _trials, "trials of a variable's optimization runs")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("name", metavar="NAME")
+        p.add_argument("--json", action="store_true")
+        if name == "trials":
+            p.add_argument("--limit", type=int, default=100, help="the last N trials (default 100)")
+        client_options(p)
+        p.set_defaults(func=func)
 
     for name, text in (("enable", "load the extension in every new IPython kernel"),
                        ("disable", "stop loading the extension in new kernels")):

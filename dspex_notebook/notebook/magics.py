@@ -33,6 +33,10 @@ USAGE = """\
 %var stats [NAME]                     access statistics (server counts + this client's cache)
 %var cache [--ttl S] [--max-size N] [--policy lru|lfu|fifo]
                                       show (or change) this client's cache
+%var optimize NAME --objective FUNC [--optimizer bayesian] [--max-iterations N] [--config YAML]
+                                      start a server-held run; FUNC(value) -> float or dict
+%var status NAME                      the variable's optimization run
+%var stop NAME                        stop it (the best value found stays)
 %%var                                 register/update many variables from a YAML block, atomically:
     temperature: {type: float, value: 0.7, constraints: {min: 0, max: 2}}
     max_tokens: 512
@@ -40,7 +44,7 @@ USAGE = """\
 
 
 SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
-               "cache", "help")
+               "cache", "optimize", "status", "stop", "help")
 
 
 class DspexMagicError(UsageError):
@@ -159,6 +163,12 @@ class DspexMagics(Magics):
             return self.stats(rest[0] if rest else None)
         if head == "cache":
             return self.cache(rest)
+        if head == "optimize":
+            return self.optimize(rest)
+        if head in ("status", "stop"):
+            if len(rest) != 1:
+                raise UsageError(f"usage: %var {head} NAME")
+            return self.status(rest[0]) if head == "status" else self.stop(rest[0])
         if head in ("del", "delete", "rm"):
             if not rest:
                 raise UsageError("usage: %var del NAME [NAME ...]")
@@ -234,6 +244,48 @@ class DspexMagics(Magics):
                 raise DspexMagicError(f"%var cache: {exc}") from None
         return self._ctx.get_cache_info()
 
+    def optimize(self, argv: list[str]) -> str:
+        import yaml
+
+        p = _Parser(prog="%var optimize", add_help=False)
+        p.add_argument("name")
+        p.add_argument("--objective", required=True, help="a function in the notebook namespace")
+        p.add_argument("--optimizer", default="bayesian")
+        p.add_argument("--max-iterations", type=int, default=100)
+        p.add_argument("--config", default=None, help="YAML/JSON mapping")
+        ns = p.parse_args(argv)
+        try:
+            objective = self._eval(ns.objective)
+        except Exception as exc:
+            raise DspexMagicError(f"%var optimize: --objective {ns.objective}: {type(exc).__name__}: "
+                                  f"{exc}") from None
+        if not callable(objective):
+            raise DspexMagicError(f"%var optimize: --objective {ns.objective} is not a function")
+        try:
+            config = yaml.safe_load(ns.config) if ns.config else {}
+        except yaml.YAMLError as exc:
+            raise DspexMagicError(f"%var optimize: --config is not YAML: {exc}") from None
+        if not isinstance(config, dict):
+            raise DspexMagicError("%var optimize: --config must be a mapping, e.g. '{direction: minimize}'")
+        run_id = self._run(self._ctx.start_optimization(
+            ns.name, ns.optimizer, config, ns.max_iterations, objective=objective))
+        print(f"{ns.name}: {ns.optimizer} run {run_id} started (%var status {ns.name}, "
+              f"%var stop {ns.name})")
+        return run_id
+
+    def status(self, name: str) -> Any:
+        from .._display import OptimizationStatus
+
+        status = self._run(self._ctx.get_optimization_status(name))
+        trials = self._run(self._ctx.get_optimization_history(name, limit=5)) if status.get(
+            "optimization_id") else []
+        return OptimizationStatus(status, trials)
+
+    def stop(self, name: str) -> None:
+        self._run(self._ctx.stop_optimization(name))
+        value = self._run(self._ctx.get_variable(name, bypass_cache=True))
+        print(f"{name}: stopped; value {value!r}")
+
     def register(self, text: str) -> str:
         try:
             argv = commands.register_argv(text)
@@ -290,6 +342,6 @@ def complete_var(shell: Any, event: Any) -> list[str]:
     names = session.known_names() if session is not None else []
     words = event.line.split()
     if len(words) <= 1 or (len(words) == 2 and not event.line.endswith(" ")):
-        return ["list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "help",
-                *names]
+        return ["list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
+                "status", "stop", "help", *names]
     return names

@@ -35,6 +35,7 @@ from .._proto import snakepit_bridge_pb2 as pb
 from .._proto import snakepit_bridge_pb2_grpc as pb_grpc
 from ..server.store import Store, VarRecord
 from . import pbwire
+from .admission import admit
 from .status import CODEC_KEY, abort_args
 
 log = logging.getLogger("dspex_notebook.server")
@@ -78,6 +79,7 @@ def _rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise InvalidArgument(
                     f"request is not a valid {request.type_name}: {request.reason}"
                 )
+            admit(request, self.store.limits)
             return fn(self, request, principal, raw)
         except DspexError as exc:
             code, details, trailing = abort_args(exc)
@@ -179,10 +181,7 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
 
     def _decode(self, any_value: Any, binary: bytes) -> Any:
         """Decode a request value, refusing oversize ones before any parsing work."""
-        size = len(any_value.value) + len(binary)
-        limit = self.store.limits.max_value_bytes
-        if size > limit:
-            raise ResourceLimitExceeded(f"a value of {size} bytes exceeds the limit of {limit}")
+        self.store.limits.check_value(any_value.type_url, any_value.value, binary)
         _, raw = _codec.decode(any_value.type_url, any_value.value, binary)
         return raw
 

@@ -17,7 +17,6 @@ is all-or-nothing; every write is one store-wide revision.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 import time
@@ -37,6 +36,7 @@ from .._errors import (
     VariableNotFoundError,
     VersionConflict,
 )
+from .._patterns import glob_matcher
 from .backends.base import Backend, Commit, HistoryRow, SessionRow, VariableRow
 from .limits import Limits
 
@@ -199,7 +199,7 @@ class Store:
         sess = self._session(principal, session_id)
         recs = [self._vars[vid] for vid in sess.by_name.values()]
         if pattern and pattern != "*":
-            recs = [r for r in recs if fnmatch.fnmatchcase(r.name, pattern)]
+            recs = list(filter(glob_matcher(pattern, key=lambda r: r.name), recs))
         recs.sort(key=lambda r: r.row.create_revision)
         return recs
 

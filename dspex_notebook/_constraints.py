@@ -451,7 +451,7 @@ def _walk(value: Any, name: str, depth: int) -> Any:
             raise _Bad(ConstraintViolation, f"{{path}} is {v!r}; JSON values must be finite")
         return v
     if isinstance(value, (list, tuple)):
-        flat = _flat(value, name)
+        flat = _flat(value, name, _budget.ITEM_UNITS)
         if flat is not None:
             return flat
         _budget.charge(_budget.CONTAINER_UNITS, f"{name!r}: checking a list value")
@@ -465,7 +465,7 @@ def _walk(value: Any, name: str, depth: int) -> Any:
         return out
     if isinstance(value, Mapping):
         if type(value) is dict and set(map(type, value)) <= {str}:
-            flat = _flat(value.values(), name)  # every key a str: only the values need a look
+            flat = _flat(value.values(), name, _budget.ENTRY_UNITS)  # str keys: check the values
             if flat is not None:
                 return dict(zip(value, flat, strict=True))
         _budget.charge(_budget.CONTAINER_UNITS, f"{name!r}: checking a dict value")
@@ -491,7 +491,7 @@ def _walk(value: Any, name: str, depth: int) -> Any:
     raise _Bad(VariableTypeError, f"{{path}} is a {type(value).__name__}, which has no JSON form")
 
 
-def _flat(items: Any, name: str) -> list | None:
+def _flat(items: Any, name: str, units: int) -> list | None:
     """``list(items)`` when every item is already a plain finite JSON scalar, else None.
 
     The common shape (a list of numbers or strings, a dict of them) is checked at C speed
@@ -502,7 +502,7 @@ def _flat(items: Any, name: str) -> list | None:
         return None
     if float in kinds and not all(map(math.isfinite, [v for v in items if type(v) is float])):
         return None  # the slow path names the offending item
-    _budget.charge(_budget.CONTAINER_UNITS + len(items), f"{name!r}: checking a value")
+    _budget.charge(_budget.CONTAINER_UNITS + units * len(items), f"{name!r}: checking a value")
     return list(items)
 
 

@@ -181,7 +181,7 @@ class BridgeServicer(pb_grpc.BridgeServiceServicer):
 
     def _decode(self, any_value: Any, binary: bytes) -> Any:
         """Decode a request value, refusing oversize ones before any parsing work."""
-        self.store.limits.check_value(any_value.type_url, any_value.value, binary)
+        self.store.limits.check_value(any_value.ByteSize() + len(binary), len(any_value.value))
         _, raw = _codec.decode(any_value.type_url, any_value.value, binary)
         return raw
 

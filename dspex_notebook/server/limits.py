@@ -90,22 +90,26 @@ class Limits:
                 f"(limit {self.max_constraints_bytes})"
             )
 
-    def check_value(self, type_url: str, data: bytes, binary: bytes) -> None:
+    def check_value(self, size: int, json_size: int) -> None:
         """Refuse an oversize value before any parsing work.
 
-        Every part counts: the type_url (a 12 MiB type_url is as big as a 12 MiB value), the
-        JSON bytes and the raw binary bytes. JSON has the tighter :attr:`max_json_value_bytes`
-        because parsing and checking it costs far more per byte than copying raw arrays.
+        Parameters:
+            size: the whole value as received: every part counts, the type_url too (a 12 MiB
+                type_url is as big as a 12 MiB value), the JSON bytes and the raw binary bytes.
+                The servicer passes the ``Any``'s ``ByteSize()``, which does not copy the
+                type_url out of the message, plus the binary's length.
+            json_size: the JSON bytes alone: they have the tighter :attr:`max_json_value_bytes`
+                because parsing and checking JSON costs far more per byte than copying raw
+                arrays.
         """
-        size = len(type_url) + len(data) + len(binary)
         if size > self.max_value_bytes:
             raise ResourceLimitExceeded(
                 f"a value of {size} bytes (type_url + JSON + binary) exceeds the limit of "
                 f"{self.max_value_bytes}"
             )
-        if len(data) > self.max_json_value_bytes:
+        if json_size > self.max_json_value_bytes:
             raise ResourceLimitExceeded(
-                f"a value whose JSON is {len(data)} bytes exceeds the limit of "
+                f"a value whose JSON is {json_size} bytes exceeds the limit of "
                 f"{self.max_json_value_bytes} for JSON (send large arrays as embedding/tensor "
                 "raw binary values)"
             )

@@ -15,6 +15,11 @@ the message's ``binary_value`` field:
 
 The decoded value is the *raw* form for the type named in the URL; :func:`validate` in
 ``_constraints`` then coerces it to the declared type of the variable.
+
+Hostile input: a ``type_url`` longer than :data:`MAX_TYPE_URL_LENGTH` or binary metadata longer
+than :data:`MAX_BINARY_META_BYTES` is refused before any parsing; the two lookup caches below
+are bounded by entry size *and* count (so a refused request can never leave a large key
+behind); decoding is charged to the server request's work budget (:mod:`dspex_notebook._budget`).
 """
 
 from __future__ import annotations
@@ -24,13 +29,20 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ._constraints import TENSOR_DTYPES, cast_array
-from ._errors import InvalidArgument
+from . import _budget
+from ._constraints import MAX_NDIM, TENSOR_DTYPES, cast_array
+from ._errors import InvalidArgument, shorten
 from ._types import TYPE_ALIASES, TYPE_NAMES
 
 __all__ = [
-    "TYPE_URL_PREFIX", "TYPE_NAMES_SET", "decode", "encode", "type_of_url", "unpack_values",
+    "TYPE_URL_PREFIX", "TYPE_NAMES_SET", "MAX_TYPE_URL_LENGTH", "MAX_BINARY_META_BYTES",
+    "decode", "encode", "type_of_url", "unpack_values",
 ]
+
+#: longest accepted ``type_url`` (ours are at most 45 characters)
+MAX_TYPE_URL_LENGTH = 256
+#: longest accepted binary metadata JSON (``{"shape": [...32 dims], "dtype", ...}`` fits easily)
+MAX_BINARY_META_BYTES = 4096
 
 TYPE_URL_PREFIX = "type.googleapis.com/snakepit."
 TYPE_NAMES_SET = frozenset(TYPE_NAMES)
@@ -38,15 +50,23 @@ _URLS = {t: TYPE_URL_PREFIX + t for t in TYPE_NAMES}
 _BIN_URLS = {t: TYPE_URL_PREFIX + t + ".binary" for t in ("embedding", "tensor")}
 _SPECIAL_OUT = {"nan": b'"NaN"', "inf": b'"Infinity"', "-inf": b'"-Infinity"'}
 _SPECIAL_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-_MAX_NDIM = 32
+_MAX_NDIM = MAX_NDIM
 _FAST: dict[str, tuple[str, Callable[[bytes], Any]]] = {
     _URLS["float"]: ("float", float),
     _URLS["integer"]: ("integer", int),
     _URLS["boolean"]: ("boolean", {b"true": True, b"false": False}.__getitem__),
 }
+# Both caches hold only short keys (a refused 12 MiB type_url or metadata must not stay behind)
+# and stop growing at a fixed count: at most 256 × 256 B and 1024 × 256 B.
 _url_cache: dict[str, tuple[str, bool]] = {}
+_URL_CACHE_ENTRIES = 256
 # Parsing the binary metadata JSON dominates decoding small arrays; the same few strings recur.
 _meta_cache: dict[bytes, tuple[tuple[int, ...] | None, Any]] = {}
+_META_CACHE_ENTRIES = 1024
+_CACHED_KEY_BYTES = 256
+#: work units charged per byte decoded (see _budget: JSON ≈ 14 ns/byte end to end, raw ≈ 3)
+_JSON_UNITS_PER_BYTE = 0.75
+_RAW_BYTES_PER_UNIT = 8
 
 
 def encode(type_name: str, value: Any, *, binary: bool = True) -> tuple[str, bytes, bytes]:
@@ -88,6 +108,11 @@ def type_of_url(type_url: str) -> tuple[str, bool]:
     known = _url_cache.get(type_url)
     if known is not None:
         return known
+    if len(type_url) > MAX_TYPE_URL_LENGTH:
+        raise InvalidArgument(
+            f"value type_url is {len(type_url):,} characters long (limit {MAX_TYPE_URL_LENGTH}): "
+            f"{shorten(type_url)}"
+        )
     tail = type_url.rsplit("/", 1)[-1]
     if tail.startswith("snakepit."):
         tail = tail[len("snakepit."):]
@@ -96,8 +121,8 @@ def type_of_url(type_url: str) -> tuple[str, bool]:
         tail = tail[: -len(".binary")]
     name = TYPE_ALIASES.get(tail, tail)
     if name not in TYPE_NAMES or (is_binary and name not in _BIN_URLS):
-        raise InvalidArgument(f"unknown value type_url {type_url!r}")
-    if len(_url_cache) < 256:
+        raise InvalidArgument(f"unknown value type_url {shorten(type_url)}")
+    if len(_url_cache) < _URL_CACHE_ENTRIES and len(type_url) <= _CACHED_KEY_BYTES:
         _url_cache[type_url] = (name, is_binary)
     return name, is_binary
 
@@ -118,7 +143,9 @@ def decode(type_url: str, data: bytes, binary: bytes = b"") -> tuple[str, Any]:
             pass
     name, is_binary = type_of_url(type_url)
     if is_binary:
+        _budget.charge(len(binary) // _RAW_BYTES_PER_UNIT, f"decoding a {name} value")
         return name, _decode_binary(name, data, binary)
+    _budget.charge(int(len(data) * _JSON_UNITS_PER_BYTE), f"decoding a {name} value")
     try:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -127,7 +154,7 @@ def decode(type_url: str, data: bytes, binary: bytes = b"") -> tuple[str, Any]:
         raise InvalidArgument(f"value of type {name} is nested too deeply") from None
     if name == "float" and isinstance(raw, str):
         if raw not in _SPECIAL_IN:
-            raise InvalidArgument(f"float value {raw!r} is not a number")
+            raise InvalidArgument(f"float value {shorten(raw)} is not a number")
         raw = _SPECIAL_IN[raw]
     elif name in ("embedding", "tensor"):
         raw = _decode_json_array(name, raw)
@@ -144,7 +171,7 @@ def _decode_json_array(name: str, raw: Any):
             try:
                 arr = arr.reshape(_shape(shape))
             except ValueError:
-                raise InvalidArgument(f"{name} data does not fit shape {shape!r}") from None
+                raise InvalidArgument(f"{name} data does not fit shape {shorten(shape)}") from None
         return arr
     if isinstance(raw, list):
         return _to_array(raw, None, name)
@@ -159,7 +186,7 @@ def _to_array(data: Any, dtype: Any, name: str):
     import numpy as np
 
     if dtype is not None and dtype not in TENSOR_DTYPES:
-        raise InvalidArgument(f"{name} dtype {dtype!r} is not one of {', '.join(TENSOR_DTYPES)}")
+        raise InvalidArgument(f"{name} dtype {shorten(dtype)} is not one of {', '.join(TENSOR_DTYPES)}")
     try:
         arr = np.asarray(data)
     except (ValueError, TypeError, OverflowError, RecursionError):
@@ -180,19 +207,25 @@ def _shape(shape: Any) -> tuple[int, ...]:
         or len(shape) > _MAX_NDIM
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
     ):
-        raise InvalidArgument(f"shape must be a list of at most {_MAX_NDIM} non-negative ints, got {shape!r}")
+        raise InvalidArgument(
+            f"shape must be a list of at most {_MAX_NDIM} non-negative ints, got {shorten(shape)}"
+        )
     return tuple(shape)
 
 
 def _decode_binary(name: str, data: bytes, binary: Any):
     cached = _meta_cache.get(data)
     if cached is None:
+        if len(data) > MAX_BINARY_META_BYTES:
+            raise InvalidArgument(
+                f"{name} binary metadata is {len(data):,} bytes (limit {MAX_BINARY_META_BYTES})"
+            )
         try:
             meta = json.loads(data)
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidArgument(f"{name} binary metadata is not valid JSON") from None
         cached = _binary_meta(name, meta)
-        if len(_meta_cache) < 1024:
+        if len(_meta_cache) < _META_CACHE_ENTRIES and len(data) <= _CACHED_KEY_BYTES:
             _meta_cache[data] = cached
     return _array_from(name, cached, binary)
 
@@ -210,10 +243,10 @@ def _binary_meta(name: str, meta: Any) -> tuple[tuple[int, ...] | None, Any]:
             "Send raw little-endian bytes with binary_format='raw'."
         )
     if fmt != "raw":
-        raise InvalidArgument(f"{name} binary_format {fmt!r} is not supported (use 'raw')")
+        raise InvalidArgument(f"{name} binary_format {shorten(fmt)} is not supported (use 'raw')")
     dtype = meta.get("dtype", "float32")
     if dtype not in TENSOR_DTYPES:
-        raise InvalidArgument(f"{name} dtype {dtype!r} is not one of {', '.join(TENSOR_DTYPES)}")
+        raise InvalidArgument(f"{name} dtype {shorten(dtype)} is not one of {', '.join(TENSOR_DTYPES)}")
     return (_shape(meta["shape"]) if "shape" in meta else None, np.dtype(dtype).newbyteorder("<"))
 
 

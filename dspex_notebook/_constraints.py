@@ -10,7 +10,13 @@ Two entry points:
   (JSON-compatible, dict keys as strings).
 
 Messages name the variable, the rule and the value, e.g.
-``'temperature': value 2.5 is above the maximum 2.0 (constraint 'max')``.
+``'temperature': value 2.5 is above the maximum 2.0 (constraint 'max')``; anything quoted from
+the caller is cut to 80 characters (:func:`~dspex_notebook._errors.shorten`).
+
+Hostile input: a ``pattern`` is compiled and matched by RE2 (:mod:`dspex_notebook._patterns`),
+never by Python's backtracking ``re``; a constraint spec is bounded (:data:`MAX_CHOICES` entries
+of at most :data:`MAX_CHOICE_LENGTH` characters, :data:`MAX_NDIM` dimensions); walking a
+list/dict value is charged to the server request's work budget (:mod:`dspex_notebook._budget`).
 """
 
 from __future__ import annotations
@@ -18,14 +24,25 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import ConstraintViolation, InvalidArgument, VariableTypeError
+from . import _budget
+from ._errors import ConstraintViolation, InvalidArgument, VariableTypeError, shorten
+from ._patterns import regex_matcher
 from ._types import TYPE_ALIASES, TYPE_NAMES
 
-__all__ = ["canonical_type", "check_constraints", "validate", "TENSOR_DTYPES"]
+__all__ = [
+    "canonical_type", "check_constraints", "validate", "TENSOR_DTYPES", "MAX_CHOICES",
+    "MAX_CHOICE_LENGTH", "MAX_NDIM",
+]
+
+#: entries in a ``choices`` / ``enum`` / ``allowed_modules`` / ``required_keys`` list
+MAX_CHOICES = 1000
+#: characters in one of those entries
+MAX_CHOICE_LENGTH = 1024
+#: dimensions of a tensor ``shape`` constraint (and of an array on the wire)
+MAX_NDIM = 32
 
 #: dtypes a tensor may have (little-endian on the wire); embeddings use the floating ones.
 TENSOR_DTYPES = (
@@ -63,7 +80,9 @@ def canonical_type(type_name: Any) -> str:
         raise InvalidArgument(f"variable type must be a string, got {type(name).__name__}")
     name = TYPE_ALIASES.get(name, name)
     if name not in TYPE_NAMES:
-        raise InvalidArgument(f"unknown variable type {name!r}; known types: {', '.join(TYPE_NAMES)}")
+        raise InvalidArgument(
+            f"unknown variable type {shorten(name)}; known types: {', '.join(TYPE_NAMES)}"
+        )
     return name
 
 
@@ -91,7 +110,7 @@ def check_constraints(type_name: str, constraints: Mapping[str, Any] | None, nam
         if kind is None:
             valid = ", ".join(sorted(allowed)) or "none"
             raise InvalidArgument(
-                f"{name!r}: unknown constraint {key!r} for type {type_name} (valid: {valid})"
+                f"{name!r}: unknown constraint {shorten(key)} for type {type_name} (valid: {valid})"
             )
         out[key] = _check_kind(name, key, kind, val)
     _check_consistency(type_name, out, name)
@@ -100,7 +119,7 @@ def check_constraints(type_name: str, constraints: Mapping[str, Any] | None, nam
 
 def _check_kind(name: str, key: str, kind: str, val: Any) -> Any:
     def bad(expected: str) -> InvalidArgument:
-        return InvalidArgument(f"{name!r}: constraint {key!r} must be {expected}, got {val!r}")
+        return InvalidArgument(f"{name!r}: constraint {key!r} must be {expected}, got {shorten(val)}")
 
     if kind == "num":
         try:
@@ -123,18 +142,29 @@ def _check_kind(name: str, key: str, kind: str, val: Any) -> Any:
     if kind == "str":
         if not isinstance(val, str):
             raise bad("a string")
-        try:
-            re.compile(val)
-        except re.error as exc:
-            raise InvalidArgument(f"{name!r}: constraint {key!r} is not a valid regex: {exc}") from None
+        regex_matcher(val, f"{name!r}: constraint {key!r}")  # compiles it: refuses what RE2 lacks
         return val
     if kind == "strlist":
         if not isinstance(val, (list, tuple)) or not val or not all(isinstance(v, str) for v in val):
             raise bad("a non-empty list of strings")
+        if len(val) > MAX_CHOICES:
+            raise InvalidArgument(
+                f"{name!r}: constraint {key!r} has {len(val):,} entries (limit {MAX_CHOICES})"
+            )
+        longest = max(map(len, val))
+        if longest > MAX_CHOICE_LENGTH:
+            raise InvalidArgument(
+                f"{name!r}: constraint {key!r} has an entry of {longest:,} characters "
+                f"(limit {MAX_CHOICE_LENGTH})"
+            )
         if len(set(val)) != len(val):
             raise bad("a list without duplicates")
         return list(val)
     if kind == "shape":
+        if isinstance(val, (list, tuple)) and len(val) > MAX_NDIM:
+            raise InvalidArgument(
+                f"{name!r}: constraint {key!r} has {len(val)} dimensions (limit {MAX_NDIM})"
+            )
         if not isinstance(val, (list, tuple)) or not all(
             v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= -1)
             for v in val
@@ -192,9 +222,7 @@ def _type_error(name: str, type_name: str, value: Any, extra: str = "") -> Varia
     )
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+_short = shorten
 
 
 def _violation(name: str, msg: str, key: str) -> ConstraintViolation:
@@ -203,9 +231,9 @@ def _violation(name: str, msg: str, key: str) -> ConstraintViolation:
 
 def _check_range(v: float, c: Mapping[str, Any], name: str) -> None:
     if "min" in c and v < c["min"]:
-        raise _violation(name, f"value {v!r} is below the minimum {c['min']!r}", "min")
+        raise _violation(name, f"value {_short(v)} is below the minimum {c['min']!r}", "min")
     if "max" in c and v > c["max"]:
-        raise _violation(name, f"value {v!r} is above the maximum {c['max']!r}", "max")
+        raise _violation(name, f"value {_short(v)} is above the maximum {c['max']!r}", "max")
     if "step" in c:
         base, step = c.get("min", 0), c["step"]
         if isinstance(v, int) and isinstance(base, int) and isinstance(step, int):
@@ -214,7 +242,8 @@ def _check_range(v: float, c: Mapping[str, Any], name: str) -> None:
             k = (v - base) / step
             off_grid = not math.isfinite(k) or abs(k - round(k)) > 1e-9 * max(1.0, abs(k))
         if off_grid:
-            raise _violation(name, f"value {v!r} is not on the grid {base!r} + k*{c['step']!r}", "step")
+            raise _violation(name, f"value {_short(v)} is not on the grid {base!r} + k*{c['step']!r}",
+                             "step")
 
 
 def _float(value: Any, c: Mapping[str, Any], name: str) -> float:
@@ -251,11 +280,11 @@ def _string(value: Any, c: Mapping[str, Any], name: str) -> str:
         raise _violation(name, f"length {n} is below the minimum {c['min_length']}", "min_length")
     if "max_length" in c and n > c["max_length"]:
         raise _violation(name, f"length {n} is above the maximum {c['max_length']}", "max_length")
-    if "pattern" in c and re.search(c["pattern"], value) is None:
-        raise _violation(name, f"value {_short(value)} does not match {c['pattern']!r}", "pattern")
+    if "pattern" in c and not regex_matcher(c["pattern"], f"{name!r}: constraint 'pattern'")(value):
+        raise _violation(name, f"value {_short(value)} does not match {_short(c['pattern'])}", "pattern")
     for key in ("enum", "choices"):
         if key in c and value not in c[key]:
-            raise _violation(name, f"value {_short(value)} is not one of {c[key]!r}", key)
+            raise _violation(name, f"value {_short(value)} is not one of {_short(c[key])}", key)
     return value
 
 
@@ -279,7 +308,8 @@ def _named(type_name: str, noun: str, hint: str):
         if not isinstance(value, str):
             raise _type_error(name, type_name, value, hint)
         if "choices" in c and value not in c["choices"]:
-            raise _violation(name, f"{noun} {_short(value)} is not one of {c['choices']!r}", "choices")
+            raise _violation(name, f"{noun} {_short(value)} is not one of {_short(c['choices'])}",
+                             "choices")
         return value
 
     return check
@@ -383,10 +413,34 @@ def cast_array(arr: Any, dtype: str):
 MAX_DEPTH = 100
 
 
+class _Bad(Exception):
+    """A problem deep inside a list/dict value; each enclosing level adds its index on the way
+    out, so the path (``value[3]['k']``) is only formatted when there is an error to report."""
+
+    def __init__(self, cls: type[Exception], message: str) -> None:
+        super().__init__(message)
+        self.cls, self.message = cls, message
+        self.path: list[str] = []
+
+
+_PLAIN = frozenset({int, str, bool, type(None)})
+_PLAIN_OR_FLOAT = _PLAIN | {float}
+
+
 def _jsonable(value: Any, name: str, path: str, depth: int = 0) -> Any:
     """Convert to plain JSON types (tuples → lists, numpy scalars → Python, keys → str)."""
+    try:
+        return _walk(value, name, depth)
+    except _Bad as bad:
+        where = path + "".join(reversed(bad.path))
+        if len(where) > 80:
+            where = where[:77] + "..."
+        raise bad.cls(f"{name!r}: " + bad.message.replace("{path}", where)) from None
+
+
+def _walk(value: Any, name: str, depth: int) -> Any:
     if depth > MAX_DEPTH:
-        raise InvalidArgument(f"{name!r}: value is nested deeper than {MAX_DEPTH} levels")
+        raise _Bad(InvalidArgument, f"value is nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, (str, bool)):
         return value
     if isinstance(value, numbers.Integral):
@@ -394,32 +448,66 @@ def _jsonable(value: Any, name: str, path: str, depth: int = 0) -> Any:
     if isinstance(value, numbers.Real):
         v = float(value)
         if not math.isfinite(v):
-            raise ConstraintViolation(f"{name!r}: {path} is {v!r}; JSON values must be finite")
+            raise _Bad(ConstraintViolation, f"{{path}} is {v!r}; JSON values must be finite")
         return v
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v, name, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        flat = _flat(value, name, _budget.ITEM_UNITS)
+        if flat is not None:
+            return flat
+        _budget.charge(_budget.CONTAINER_UNITS, f"{name!r}: checking a list value")
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(_walk(v, name, depth + 1))
+            except _Bad as bad:
+                bad.path.append(f"[{i}]")
+                raise
+        return out
     if isinstance(value, Mapping):
-        out = {}
+        if type(value) is dict and set(map(type, value)) <= {str}:
+            flat = _flat(value.values(), name, _budget.ENTRY_UNITS)  # str keys: check the values
+            if flat is not None:
+                return dict(zip(value, flat, strict=True))
+        _budget.charge(_budget.CONTAINER_UNITS, f"{name!r}: checking a dict value")
+        obj: dict[str, Any] = {}
         for k, v in value.items():
             if not isinstance(k, (str, int, float, bool)) or k is None:
-                raise VariableTypeError(f"{name!r}: key {k!r} at {path} cannot become a string key")
+                raise _Bad(VariableTypeError,
+                           f"key {shorten(k)} at {{path}} cannot become a string key")
             key = k if isinstance(k, str) else json.dumps(k)
-            if key in out:
-                raise VariableTypeError(
-                    f"{name!r}: key {k!r} at {path} collides with another key that is also {key!r}"
-                    " as a string"
-                )
-            out[key] = _jsonable(v, name, f"{path}[{key!r}]", depth + 1)
-        return out
+            if key in obj:
+                raise _Bad(VariableTypeError,
+                           f"key {shorten(k)} at {{path}} collides with another key that is also "
+                           f"{shorten(key)} as a string")
+            try:
+                obj[key] = _walk(v, name, depth + 1)
+            except _Bad as bad:
+                bad.path.append(f"[{shorten(key)}]")
+                raise
+        return obj
     tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
     if callable(tolist):
-        return _jsonable(tolist(), name, path, depth)
-    raise VariableTypeError(
-        f"{name!r}: {path} is a {type(value).__name__}, which has no JSON form"
-    )
+        return _walk(tolist(), name, depth)
+    raise _Bad(VariableTypeError, f"{{path}} is a {type(value).__name__}, which has no JSON form")
+
+
+def _flat(items: Any, name: str, units: int) -> list | None:
+    """``list(items)`` when every item is already a plain finite JSON scalar, else None.
+
+    The common shape (a list of numbers or strings, a dict of them) is checked at C speed
+    (``set(map(type, ...))``) instead of one Python call per item.
+    """
+    kinds = set(map(type, items))
+    if not kinds <= _PLAIN_OR_FLOAT:
+        return None
+    if float in kinds and not all(map(math.isfinite, [v for v in items if type(v) is float])):
+        return None  # the slow path names the offending item
+    _budget.charge(_budget.CONTAINER_UNITS + units * len(items), f"{name!r}: checking a value")
+    return list(items)
 
 
 _ITEM_VALIDATORS = {"float": _float, "integer": _integer, "string": _string, "boolean": _boolean}
+_NO_CONSTRAINTS: Mapping[str, Any] = {}
 
 
 def _list(value: Any, c: Mapping[str, Any], name: str) -> list:
@@ -434,10 +522,14 @@ def _list(value: Any, c: Mapping[str, Any], name: str) -> list:
     item_type = c.get("item_type")
     if item_type:
         check = _ITEM_VALIDATORS[item_type]
-        try:
-            out = [check(v, {}, f"{name}[{i}]") for i, v in enumerate(out)]
-        except VariableTypeError as exc:
-            raise _violation(name, f"item has the wrong type: {exc}", "item_type") from None
+        for i, v in enumerate(out):
+            try:
+                out[i] = check(v, _NO_CONSTRAINTS, name)
+            except VariableTypeError:  # again, with the item's index in the message
+                try:
+                    check(v, _NO_CONSTRAINTS, f"{name}[{i}]")
+                except VariableTypeError as exc:
+                    raise _violation(name, f"item has the wrong type: {exc}", "item_type") from None
     return out
 
 
@@ -447,7 +539,7 @@ def _dict(value: Any, c: Mapping[str, Any], name: str) -> dict:
     out = _jsonable(value, name, "value")
     missing = [k for k in c.get("required_keys", ()) if k not in out]
     if missing:
-        raise _violation(name, f"missing required keys {missing!r}", "required_keys")
+        raise _violation(name, f"missing required keys {_short(missing)}", "required_keys")
     if "max_length" in c and len(out) > c["max_length"]:
         raise _violation(name, f"has {len(out)} keys, more than {c['max_length']}", "max_length")
     return out

@@ -10,6 +10,31 @@ it is also a ``grpc.RpcError`` and only ``_wire`` may import grpc.
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+#: how much of a caller's input an error message may quote (see :func:`shorten`)
+QUOTE_LIMIT = 80
+
+
+def shorten(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)``, cut to ``limit`` characters with an ellipsis.
+
+    Error messages quote what the caller sent so that they can be acted on, but never more than
+    this: an over-long identifier or value must not come back (or into logs) in full. The repr
+    is built by :mod:`reprlib`, which looks at the first few items only, so quoting a 16 MiB
+    value or a million-item list costs nothing.
+    """
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = QUOTE_LIMIT
+_REPR.maxlong = 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+_REPR.maxlevel = 3
+
 
 class DspexError(Exception):
     """Base class of every error raised deliberately by dspex_notebook."""

@@ -271,9 +271,14 @@ def tune_malloc() -> bool:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
+        m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+        # Hostile input (docs/server.md, "Memory"): refused multi-MiB requests still pass through
+        # grpc and protobuf as transient buffers. Two arenas and a 32 MiB trim threshold bound
+        # what glibc keeps of them (with 256 MiB, a second pass of tests/reliability grew the
+        # process by 70-100 MB; now by less than 50), while replies of a few MB still reuse
+        # heap pages.
         return bool(libc.mallopt(m_mmap_threshold, 64 << 20)) and bool(
-            libc.mallopt(m_trim_threshold, 256 << 20))
+            libc.mallopt(m_trim_threshold, 32 << 20)) and bool(libc.mallopt(m_arena_max, 2))
     except (OSError, AttributeError):  # not glibc (e.g. musl): keep the defaults
         return False
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from .._errors import AccessDenied, DspexError, ResourceLimitExceeded, SessionNotFoundError
 from .._names import check_identifier
+from .._patterns import glob_matcher
 from .._values import VariableSpec
 from .backends.base import Backend, Commit, Delete, SessionRow, StoredVariable
 from .events import EventBatch, EventHub, Subscription, batches_from_rows, row_variable
@@ -187,12 +188,10 @@ class Store:
 
     def list(self, principal: str, session_id: str, pattern: str = "") -> List[StoredVariable]:
         """Variables of the session in registration order; ``pattern`` is a glob on names."""
-        import fnmatch
-
         sess = self._session(principal, session_id)
         found = [self.view.vars[vid] for vid in sess.by_name.values()]
         if pattern and pattern != "*":
-            found = [v for v in found if fnmatch.fnmatchcase(v.name, pattern)]
+            found = list(filter(glob_matcher(pattern, key=lambda v: v.name), found))
         found.sort(key=lambda v: v.create_revision)
         return found
 

@@ -25,6 +25,7 @@ import grpc
 
 from ..._errors import AuthenticationError, DspexError, InvalidArgument, Unsupported
 from ...server.store import Store
+from ..admission import admit
 from ..encode import Encoder
 from ..status import CODEC_KEY, abort_args
 
@@ -94,8 +95,11 @@ class ServicerBase:
         )
 
     def _check_request(self, request: Any) -> None:
+        """Refuse undecodable requests and, before any handler work, every field past its
+        limit (``admission.py``: identifiers, names, metadata, counts, sizes)."""
         if isinstance(request, MalformedRequest):
             raise InvalidArgument(f"request is not a valid {request.type_name}: {request.reason}")
+        admit(request, self.store.limits)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: DspexError) -> None:

@@ -41,10 +41,8 @@ class VariableHandlers(ServicerBase):
 
     def _decode(self, any_value: Any, binary: bytes) -> Any:
         """Decode a request value, refusing oversize ones before any parsing work."""
-        size = len(any_value.value) + len(binary)
-        limit = self.store.limits.max_value_bytes
-        if size > limit:
-            raise ResourceLimitExceeded(f"a value of {size} bytes exceeds the limit of {limit}")
+        # every field counts (a huge type_url too); ByteSize avoids copying it
+        self.store.limits.check_value(any_value.ByteSize() + len(binary), len(any_value.value))
         _, raw = _codec.decode(any_value.type_url, any_value.value, binary)
         return raw
 

@@ -41,6 +41,7 @@ check-protos: $(VENV)/.synced
 ## bench: run the benchmarks (tables go to docs/performance.md by hand)
 bench: $(VENV)/.synced
 	$(PY) benchmarks/foundation.py
+	$(PY) benchmarks/watch.py
 	$(PY) benchmarks/optimizers.py
 
 lint: $(VENV)/.synced

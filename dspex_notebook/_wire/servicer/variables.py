@@ -198,10 +198,13 @@ class VariableHandlers(ServicerBase):
 
     @rpc
     def ListVariables(self, request, principal, raw):
+        # ListVariablesResponse{1: repeated Variable, 2: revision}, joined from each variable's
+        # cached serialized form (building 10,000 messages per call held the loop ~0.2 s)
         found = self.store.list(principal, request.session_id, request.pattern)
-        reply = pb.ListVariablesResponse(variables=[variable_message(v, raw) for v in found],
-                                         revision=self.store.revision)
-        self._reply_fits(reply.ByteSize(), "ListVariables")
+        variable_bytes = self.encoder.variable_bytes
+        reply = b"".join([pbwire.field_bytes(1, variable_bytes(v, raw)) for v in found]
+                         + [pbwire.field_varint(2, self.store.revision)])
+        self._reply_fits(len(reply), "ListVariables")
         return reply
 
     @rpc

@@ -6,7 +6,8 @@ the cache and catalog before any watch sees it) and fans updates out to :class:`
 After a dropped stream or a server restart it resumes from its last revision + 1 with
 exponential backoff and jitter, drops duplicates (revision ≤ last seen), and when the server
 answers "compacted", "resync required" or "store changed" it starts afresh and tells every
-watch to relist (updates of kind ``resync``).
+watch to relist (updates of kind ``resync``, and a ``delete`` for a variable the watch had
+delivered that the relist no longer finds: its delete event may be compacted away).
 
 A :class:`Watch` is an async iterator, an async context manager, and (so that
 ``asyncio.create_task(session.watch_variable("x"))`` from the spec works) an awaitable that
@@ -27,6 +28,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import DspexError, SessionNotFoundError, Unsupported
@@ -281,6 +283,9 @@ class Watch:
         self._pending: dict[str, tuple[VariableUpdate, float]] = {}  # name -> (update, due)
         self._last_emit: dict[str, float] = {}
         self._floor: dict[str, int] = {}
+        #: name -> the last update delivered for a variable that exists (a resync that no
+        #: longer finds it reports its deletion)
+        self._present: dict[str, VariableUpdate] = {}
         self._snapshot_kind: str | None = "initial" if include_initial else None
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
@@ -348,6 +353,10 @@ class Watch:
                 continue
             update, wait = self._next_ready()
             if update is not None:
+                if update.kind == "delete":
+                    self._present.pop(update.name, None)
+                else:
+                    self._present[update.name] = update
                 return update
             await self._wait(wait)
 
@@ -371,6 +380,16 @@ class Watch:
             return
         self._snapshot_kind = None
         seen: set[str] = set()
+        names = {var.name for var in found.values()}
+        # A variable this watch had delivered but the relist no longer finds was deleted
+        # while the watch had lost its place (possibly before a compaction, so no delete
+        # event will ever come): say so, as a delete "at" the relist's revision.
+        for name, last in list(self._present.items()):
+            if name not in names:
+                self._floor[name] = revision
+                self._ready.append(replace(
+                    last, value=None, old_value=last.value, kind="delete", revision=revision,
+                    metadata={}, constraints=None))
         for ident in self.names:
             var = found.get(ident)
             if var is None:
@@ -525,6 +544,4 @@ class Watch:
 
 def _merged(first: VariableUpdate, latest: VariableUpdate) -> VariableUpdate:
     """``latest`` with the ``old_value`` of the first coalesced change."""
-    from dataclasses import replace
-
     return replace(latest, old_value=first.old_value)

@@ -139,7 +139,11 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self.last_sent = time.monotonic()
         self.progress_interval = progress_interval
-        #: the task draining this subscription (cancelled if it is stuck writing on overflow)
+        #: the task draining this subscription. It is never cancelled on overflow: grpc.aio
+        #: ends a cancelled handler without any status, so a watcher that stopped reading would
+        #: wait forever instead of learning it must resync. A consumer stuck writing holds one
+        #: message; once the write completes (the client reads again, or the connection goes)
+        #: it finds the subscription overflowed and ends the stream with "resync required".
         self.task: asyncio.Task[Any] | None = None
         #: True while the consumer is busy with an item (writing it to the network)
         self.busy = False
@@ -156,8 +160,6 @@ class Subscription:
         if len(self.queue) >= self.max_pending:
             self.overflowed = True
             self.queue.clear()  # the consumer resyncs; queued batches are of no use any more
-            if self.busy and self.task is not None:  # stuck in a network write: end it
-                self.task.cancel()
         else:
             self.queue.append(item)
         waiter = self._waiter

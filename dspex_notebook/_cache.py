@@ -271,9 +271,14 @@ class VariableCache:
             else:
                 out[key] = value
         if missing and fetch_missing is not None:
+            # the newest write of each key seen before the fetch: the fetched value is at least
+            # that new, and put() refuses it if a newer write is seen while fetching
+            seen = {key: self._newest.get(key, 0) for key in missing}
             fetched = await fetch_missing(missing)
             for key, value in fetched.items():
                 out[key] = value
+                if key in seen:  # cached too, as promised above
+                    self.put(key, value, seen[key], seen[key])
         return {k: out[k] for k in var_ids if k in out}
 
     def subscribe_invalidation(self, var_id: str, callback: Callable[[str, str], Any]) -> str:

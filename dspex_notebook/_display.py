@@ -132,9 +132,12 @@ class OptimizationStatus:
         ]
         if s.get("best_value") is not None:
             best = _stat(s.get("best_objective"))
-            lines.append(f"best {short(s['best_value'])}  {s.get('metric')} = {best}")
+            value = s["best_value"]
+            shown = f"{value:.6g}" if isinstance(value, float) else short(value)
+            lines.append(f"best {shown}  {s.get('metric')} = {best}")
         for t in self.trials[-5:]:
-            lines.append(f"  #{t['iteration']:<4} {short(t['value']):<12} {t['state']:<9} "
+            value = f"{t['value']:.6g}" if isinstance(t["value"], float) else short(t["value"])
+            lines.append(f"  #{t['iteration']:<4} {value:<12} {t['state']:<9} "
                          f"{_stat(t.get('objective'))}")
         return lines
 

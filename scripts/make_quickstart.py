@@ -160,6 +160,32 @@ cells = [
         "%var unwatch"
     ),
     new_code_cell("%var stats temperature"),
+    new_markdown_cell(
+        "## Tune a variable: a server-held optimization run\n\n"
+        "The server holds the lock, proposes values, writes them to the variable and records "
+        "every trial; this notebook evaluates the objective (here a stand-in for measuring your "
+        "program). The call returns at once; other clients' writes are refused while it runs."
+    ),
+    new_code_cell(
+        "def quality(t):\n"
+        "    return {\"accuracy\": 1 - (t - 1.2) ** 2}\n\n"
+        "run_id = await session.start_optimization(\"temperature\", \"bayesian\",\n"
+        "                                          {\"metric\": \"accuracy\", \"seed\": 0},\n"
+        "                                          max_iterations=12, objective=quality)\n"
+        "try:\n"
+        "    await reader.set_variable(\"temperature\", 0.1)\n"
+        "except ValueError as err:\n"
+        "    print(\"refused:\", err)\n"
+        "print(\"stopped:\", await session.wait_optimization(\"temperature\"))\n"
+        "%var status temperature"
+    ),
+    new_code_cell(
+        "def closeness(n):\n"
+        "    return -abs(n - 1500)\n\n"
+        "%var optimize max_tokens --objective closeness --optimizer grid --config \"{n_points: 5}\"\n"
+        "await session.wait_optimization(\"max_tokens\")\n"
+        "[(t[\"value\"], t[\"objective\"]) for t in await session.get_optimization_history(\"max_tokens\")]"
+    ),
     new_code_cell("await reader.close()\n%unload_ext dspex_notebook"),
 ]
 

@@ -240,7 +240,9 @@ class VariableCache:
     async def invalidate_pattern(self, pattern: str, reason: str = "") -> int:
         """Invalidate every cached name matching the regular expression ``pattern`` (searched,
         as ``re.search`` would, but by a linear-time engine); return how many."""
-        matcher = _regex(pattern)
+        from ._patterns import regex_matcher
+
+        matcher = regex_matcher(pattern, "invalidate_pattern")
         keys = [k for k in list(self._entries) if matcher(k)]
         return self.invalidate(*keys, reason=reason or f"pattern {pattern!r}")
 
@@ -343,28 +345,3 @@ class VariableCache:
 def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("invalidation callback failed", exc_info=task.exception())
-
-
-def _regex(pattern: str) -> Callable[[str], bool]:
-    """``re.search``-like matching through RE2 (linear time); Python's ``re`` only if the
-    binding is missing, and then only for short patterns."""
-    from ._errors import InvalidArgument
-
-    if not isinstance(pattern, str) or len(pattern) > 1024:
-        raise InvalidArgument("invalidate_pattern: pattern must be a string of at most 1024 characters")
-    try:
-        import re2
-    except ImportError:  # pragma: no cover - google-re2 is a dependency
-        import re
-
-        compiled = re.compile(pattern)
-        return lambda s: compiled.search(s) is not None
-    try:
-        compiled = re2.compile(pattern)
-    except Exception as exc:  # re2.error: backreferences, lookaround, bad syntax
-        raise InvalidArgument(f"invalidate_pattern: {pattern!r} is not a valid RE2 pattern: {exc}") from None
-    return lambda s: compiled.search(s) is not None
-
-
-#: the name the landed code (and tests) used
-ValueCache = VariableCache

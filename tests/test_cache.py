@@ -1,10 +1,10 @@
-"""ValueCache: TTL with an injected clock, LRU / LFU / FIFO eviction order, statistics."""
+"""VariableCache: TTL with an injected clock, LRU / LFU / FIFO eviction order, statistics."""
 
 from __future__ import annotations
 
 import pytest
 
-from dspex_notebook._cache import MISS, POLICIES, ValueCache
+from dspex_notebook._cache import MISS, POLICIES, VariableCache
 
 
 class Clock:
@@ -17,7 +17,7 @@ class Clock:
 
 def make(policy="lru", ttl=10.0, max_size=3):
     clock = Clock()
-    return ValueCache(ttl=ttl, max_size=max_size, policy=policy, clock=clock), clock
+    return VariableCache(ttl=ttl, max_size=max_size, policy=policy, clock=clock), clock
 
 
 def test_ttl_expiry_with_injected_clock():
@@ -154,7 +154,7 @@ def test_bad_configuration(bad):
     with pytest.raises(ValueError):
         cache.configure(**bad)
     with pytest.raises(ValueError):
-        ValueCache(**bad)
+        VariableCache(**bad)
     assert cache.info()["eviction_policy"] == "lru" and cache.ttl == 10.0  # unchanged
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import dspex_notebook as dn
-from dspex_notebook._cache import ValueCache
+from dspex_notebook._cache import VariableCache
 from dspex_notebook.testing import session_for
 
 
@@ -98,7 +98,7 @@ async def test_bulk_read_of_empty_arrays(cached):
 
 
 def test_lfu_cache_survives_two_threads():
-    cache = ValueCache(ttl=60, max_size=32, policy="lfu")
+    cache = VariableCache(ttl=60, max_size=32, policy="lfu")
     errors: list[BaseException] = []
 
     def writer() -> None:

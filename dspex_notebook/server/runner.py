@@ -124,6 +124,10 @@ async def _serve(cfg: ServerConfig, stop: asyncio.Event, ready: Any, state: _Run
     finally:
         if state.runtime_file is not None:
             state.runtime_file.unlink(missing_ok=True)
+        # end open watch streams first, so their handlers return instead of being torn down
+        # by the server's stop (which grpc reports as GeneratorExit tracebacks)
+        store.hub.close()
+        await asyncio.sleep(0.05)
         await server.stop(0.5)
         store.close()
 

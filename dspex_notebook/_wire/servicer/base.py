@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -109,35 +110,20 @@ async def _abort(context: grpc.aio.ServicerContext, exc: DspexError) -> None:
 
 
 def rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A unary handler ``fn(self, request, principal, raw) -> reply``."""
+    """A unary handler ``fn(self, request, principal, raw) -> reply``; ``fn`` may be a
+    coroutine function (work moved off the loop, e.g. an optimizer's suggestion)."""
+    awaits = inspect.iscoroutinefunction(fn)
 
     @functools.wraps(fn)
     async def handler(self: ServicerBase, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             principal, raw = self._caller(context)
             self._check_request(request)
-            return fn(self, request, principal, raw)
+            reply = fn(self, request, principal, raw)
+            return (await reply) if awaits else reply
         except DspexError as exc:
             await _abort(context, exc)
         except Exception:  # bad input must never take the server down
-            log.exception("internal error in %s", fn.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {fn.__name__}")
-
-    return handler
-
-
-def rpc_async(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A unary handler that awaits (work moved off the loop, e.g. an optimizer's suggestion)."""
-
-    @functools.wraps(fn)
-    async def handler(self: ServicerBase, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            principal, raw = self._caller(context)
-            self._check_request(request)
-            return await fn(self, request, principal, raw)
-        except DspexError as exc:
-            await _abort(context, exc)
-        except Exception:
             log.exception("internal error in %s", fn.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {fn.__name__}")
 

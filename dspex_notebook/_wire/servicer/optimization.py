@@ -12,7 +12,7 @@ from typing import Any
 from ..._errors import InvalidArgument
 from ..._proto import snakepit_bridge_pb2 as pb
 from ..encode import variable_message
-from .base import ServicerBase, rpc, rpc_async
+from .base import ServicerBase, rpc
 
 MAX_JSON = 1 << 20  # config, proposals and metrics are small documents
 
@@ -62,7 +62,7 @@ class OptimizationHandlers(ServicerBase):
             reply.final_value.CopyFrom(variable_message(var, raw).value)
         return reply
 
-    @rpc_async
+    @rpc
     async def NextTrial(self, request, principal, raw):
         has = bool(request.proposal_json)
         proposal = _loads(request.proposal_json, "proposal_json")
@@ -75,7 +75,7 @@ class OptimizationHandlers(ServicerBase):
         return pb.NextTrialResponse(trial_id=trial["iteration"], value_json=_dumps(trial["value"]),
                                     revision=self.store.revision)
 
-    @rpc_async
+    @rpc
     async def ReportTrial(self, request, principal, raw):
         metrics = _loads(request.metrics_json, "metrics_json")
         run = await self.store.optimizations.report_trial(

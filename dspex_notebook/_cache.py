@@ -67,9 +67,12 @@ class VariableCache:
         self._entries: OrderedDict[str, list[Any]] = OrderedDict()
         self._clock = clock
         self.hits = self.misses = self.evictions = 0
-        self.key_hits: Counter[str] = Counter()
-        self.key_misses: Counter[str] = Counter()
+        # per-key counts: hits live in each entry (entry[_USES], also LFU's count) and are
+        # folded into _retired_hits when the entry goes, so a hit costs no extra dict update
+        self._retired_hits: Counter[str] = Counter()
+        self._key_misses: Counter[str] = Counter()
         self.ttl, self.max_size, self.policy = 1.0, 1000, "lru"
+        self._lru = True
         #: revision up to which the watch hub has applied every event, or -1 (not coherent)
         self.coherent_revision = -1
         self._seq = 0  # odd while the hub applies a revision (see begin/end)
@@ -86,7 +89,7 @@ class VariableCache:
                 raise ValueError(f"cache ttl must be >= 0 seconds, got {ttl!r}")
             self.ttl = float(ttl)
             if ttl == 0:
-                self._entries.clear()
+                self._drop_all()
         if max_size is not None:
             if max_size < 1:
                 raise ValueError(f"cache max_size must be >= 1, got {max_size!r}")
@@ -95,6 +98,7 @@ class VariableCache:
             if policy not in POLICIES:
                 raise ValueError(f"eviction policy must be one of {POLICIES}, got {policy!r}")
             self.policy = policy
+            self._lru = policy == "lru"
         while len(self._entries) > self.max_size:
             self._evict()
 
@@ -104,23 +108,48 @@ class VariableCache:
     def get(self, key: str) -> Any:
         """The fresh value for ``key``, or :data:`MISS`."""
         entry = self._entries.get(key)
-        if entry is None or (entry[_EXPIRES] < self._clock() and self.coherent_revision < 0):
-            self.misses += 1
-            self.key_misses[key] += 1
-            if entry is not None:
-                self._entries.pop(key, None)
-            return MISS
+        if entry is None or (self.coherent_revision < 0 and entry[_EXPIRES] < self._clock()):
+            return self._miss(key, entry)
         self.hits += 1
-        self.key_hits[key] += 1
-        if self.policy == "lru":
+        entry[_USES] += 1
+        if self._lru:
             try:
                 self._entries.move_to_end(key)
             except KeyError:  # evicted by another thread meanwhile (notebook IO thread)
                 pass
-        elif self.policy == "lfu":
-            entry[_USES] += 1
         value = entry[_VALUE]
-        return _copy_json(value) if type(value) in _MUTABLE else value
+        if type(value) in _MUTABLE:
+            return _copy_json(value)
+        return value
+
+    def _miss(self, key: str, entry: list[Any] | None) -> Any:
+        self.misses += 1
+        self._key_misses[key] += 1
+        if entry is not None:
+            self._drop(key)
+        return MISS
+
+    def key_hits(self, key: str) -> int:
+        """Hits of ``key`` so far (also while it was evicted in between)."""
+        entry = self._entries.get(key)
+        return self._retired_hits[key] + (entry[_USES] if entry is not None else 0)
+
+    def key_misses(self, key: str) -> int:
+        return self._key_misses[key]
+
+    def _drop(self, key: str) -> bool:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return False
+        if entry[_USES]:
+            self._retired_hits[key] += entry[_USES]
+        return True
+
+    def _drop_all(self) -> list[str]:
+        keys = list(self._entries)
+        for key in keys:
+            self._drop(key)
+        return keys
 
     def get_consistent(self, keys: Iterable[str]) -> dict[str, Any] | None:
         """All ``keys`` from the cache if every entry is fresh and all were current at one
@@ -150,7 +179,9 @@ class VariableCache:
             return None
         self.hits += len(out)
         for key, value in out.items():
-            self.key_hits[key] += 1
+            entry = entries.get(key)
+            if entry is not None:
+                entry[_USES] += 1
             if type(value) in _MUTABLE:
                 out[key] = _copy_json(value)
         return out
@@ -159,7 +190,7 @@ class VariableCache:
         """Count ``keys`` as missed (a bulk read that had to go to the server)."""
         for key in keys:
             self.misses += 1
-            self.key_misses[key] += 1
+            self._key_misses[key] += 1
 
     def revision_of(self, key: str) -> int | None:
         """The write revision of the cached value (None if not cached)."""
@@ -180,7 +211,7 @@ class VariableCache:
         if self.ttl <= 0:
             return False
         if mod_revision < self._newest.get(key, -1):
-            self._entries.pop(key, None)  # whatever is there is not newer than what we know
+            self._drop(key)  # whatever is there is not newer than what we know
             return False
         self.note_revision(key, mod_revision)
         if type(value) in _MUTABLE:
@@ -229,9 +260,9 @@ class VariableCache:
 
     def invalidate(self, *keys: str, reason: str = "invalidated") -> int:
         """Drop ``keys``; return how many were cached. Invalidation subscribers are told."""
-        entries, n = self._entries, 0
+        n = 0
         for key in keys:
-            if entries.pop(key, None) is not None:
+            if self._drop(key):
                 n += 1
             if self._subs:
                 self._notify(key, reason)
@@ -248,8 +279,7 @@ class VariableCache:
 
     def clear(self, reason: str = "cleared") -> None:
         """Drop every entry and forget known revisions (e.g. the server's store changed)."""
-        keys = list(self._entries)
-        self._entries.clear()
+        keys = self._drop_all()
         self._newest.clear()
         if self._subs:
             for key in keys:
@@ -312,9 +342,10 @@ class VariableCache:
             if self.policy == "lfu":
                 # snapshot first: another thread may change the dict while min() iterates
                 victim = min(list(self._entries.items()), key=lambda kv: kv[1][_USES])[0]
-                del self._entries[victim]
             else:  # lru keeps recency order, fifo insertion order: both evict the first
-                self._entries.popitem(last=False)
+                victim = next(iter(self._entries))
+            if not self._drop(victim):
+                return
         except (KeyError, ValueError, RuntimeError):  # emptied/changed by another thread
             return
         self.evictions += 1

@@ -179,7 +179,7 @@ class SessionContext:
     def cached_value(self, name: str) -> Any:
         """The cached value of ``name`` or :data:`dspex_notebook._cache.MISS`, synchronously
         and without a round trip (for sync callers such as magics and widget callbacks)."""
-        return self._cache.get(self._catalog.key(name))
+        return self._cache.get(self._catalog.key(name) if "#" in name else name)
 
     # ------------------------------------------------------------------------------------------
     # bookkeeping
@@ -256,7 +256,8 @@ class SessionContext:
             BridgeUnavailable (a grpc.RpcError): the server could not be reached.
         """
         if not bypass_cache:
-            value = self._cache.get(self._catalog.key(name))
+            # the cache is keyed by name; only ids (which always contain "#") need mapping
+            value = self._cache.get(self._catalog.key(name) if "#" in name else name)
             if value is not MISS:
                 return value
         known = self._catalog.get(name)  # then only the value needs decoding
@@ -722,7 +723,7 @@ class SessionContext:
 
     def _stats_entry(self, server: dict[str, Any]) -> dict[str, Any]:
         name = server["name"]
-        hits, misses = self._cache.key_hits[name], self._cache.key_misses[name]
+        hits, misses = self._cache.key_hits(name), self._cache.key_misses(name)
         lat = self._latency.get(name, [0.0, 0.0, 0.0, 0.0])
         return {
             "read_count": server["read_count"], "write_count": server["write_count"],

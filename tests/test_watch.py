@@ -398,6 +398,24 @@ async def test_cancel_watch_of_a_watch_running_as_a_task(pair):
     assert sync_seen == [0, 1]
 
 
+async def test_cancel_watch_from_its_own_callback(pair):
+    writer, watcher = pair
+    await writer.register_variable("x", "integer", 0)
+    seen = []
+    watch = watcher.watch_variable("x")
+
+    def callback(update) -> None:
+        seen.append(update.value)
+        if update.value == 1:
+            watcher.cancel_watch(watch)  # from inside the task that runs the watch
+
+    task = asyncio.create_task(watch.on_update(callback))
+    await until(lambda: seen == [0])
+    await writer.set_variable("x", 1)
+    assert await asyncio.wait_for(task, TIMEOUT) == 2 and watch.closed
+    assert seen == [0, 1]
+
+
 async def test_cancel_watch_of_the_task_that_runs_a_watch(pair):
     writer, watcher = pair
     await writer.register_variable("x", "integer", 0)

@@ -245,10 +245,12 @@ async def test_compaction_while_away_gives_resync_and_the_watch_goes_on(tmp_path
         deadline = time.monotonic() + TIMEOUT
         seen = watcher._hub.revision
         await _write_retrying(writer, "x", 2, deadline)
+        await writer.register_variable("x", "integer", 3, replace=True)
         assert srv.call(Store.compact, seen) == seen
         await _reconnect(watcher, clock)
-        await until(lambda: len(got) == 4)
-        assert got[3] == ("set", "x", 2, 1)
+        await until(lambda: len(got) == 6)
+        # caught up from the change log: the replace reads as live, old variable first
+        assert got[3:] == [("set", "x", 2, 1), ("delete", "x", None, 2), ("register", "x", 3, 2)]
 
         # 2. away, and compacted beyond the watcher's revision, with a delete before the
         #    watermark (etcd #18089): the watch is told to relist ("resync") with the current
@@ -257,20 +259,20 @@ async def test_compaction_while_away_gives_resync_and_the_watch_goes_on(tmp_path
         await until(lambda: watcher.watch_status != "live")
         srv = EmbeddedServer(db, write_runtime_file=False, token=TOKEN, port=port).start()
         deadline = time.monotonic() + TIMEOUT
-        await _write_retrying(writer, "x", 3, deadline)
+        await _write_retrying(writer, "x", 3, deadline)  # the same value: still a write
         await writer.set_variable("y", 3)
         await writer.delete_variable("gone")
         await writer.set_variable("x", 4)
         head = srv.call(lambda store: store.revision)
         assert srv.call(Store.compact, head) == head
         await _reconnect(watcher, clock)
-        await until(lambda: len(got) >= 6)
-        assert sorted(got[4:6]) == [("delete", "gone", None, 0), ("resync", "x", 4, None)]
+        await until(lambda: len(got) >= 8)
+        assert sorted(got[6:8]) == [("delete", "gone", None, 0), ("resync", "x", 4, None)]
         assert await watcher.get_variable("x") == 4  # the relisted cache is current
         await writer.set_variable("x", 5)
         await writer.register_variable("gone", "integer", 7)
-        await until(lambda: len(got) >= 8)
-        assert got[6:] == [("set", "x", 5, 4), ("register", "gone", 7, None)]
+        await until(lambda: len(got) >= 10)
+        assert got[8:] == [("set", "x", 5, 4), ("register", "gone", 7, None)]
         await watch.aclose()
         await asyncio.wait_for(collector, TIMEOUT)
     finally:

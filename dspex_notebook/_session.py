@@ -83,6 +83,9 @@ class SessionContext:
         self._closed = False
         # name -> [read seconds, reads, write seconds, writes] (round trips of this client)
         self._latency: dict[str, list[float]] = {}
+        #: the newest store revision this client has seen in a reply (a watch without
+        #: include_initial starts after it)
+        self.last_revision = 0
         self._drivers: dict[str, Any] = {}  # variable -> RunDriver of a run this client drives
         self._objectives: dict[str, Callable[[Any], Any]] = {}
 
@@ -194,6 +197,8 @@ class SessionContext:
         name of a dspex server (whose ids always contain ``#``, which names cannot), since an
         entry under an unknown id could not be found by a later write through the name.
         """
+        if read_revision > self.last_revision:
+            self.last_revision = read_revision
         known = self._catalog.get(ident)
         if known is not None:
             self._cache.put(known.name, value, mod_revision, read_revision)
@@ -204,6 +209,8 @@ class SessionContext:
 
     def _wrote(self, ident: str, revision: int) -> None:
         """A write of ``ident`` at ``revision`` whose value we do not cache."""
+        if revision > self.last_revision:
+            self.last_revision = revision
         key = self._catalog.key(ident)
         self._cache.note_revision(key, revision)
         self._cache.invalidate(key)
@@ -385,6 +392,7 @@ class SessionContext:
         for var in created:
             self._catalog.forget(var.name)  # a replaced variable's old id and type go
             self._remember(var)
+            self.last_revision = max(self.last_revision, var.mod_revision)
             self._cache.put(var.name, var.value, var.mod_revision, var.mod_revision)
 
     async def register_variables(self, variables: list[Mapping[str, Any]]) -> dict[str, str]:
@@ -520,10 +528,50 @@ class SessionContext:
         key = self._catalog.key(name)
         try:
             rev = await self._bridge.delete_variable(self.session_id, name)
+            self.last_revision = max(self.last_revision, rev)
             self._cache.note_revision(key, rev)
         finally:
             self._cache.invalidate(key)
             self._catalog.forget(name)
+
+    # ------------------------------------------------------------------------------------------
+    # history
+
+    async def get_variable_history(self, variable: str, limit: int = 100, offset: int = 0,
+                                   include_metadata: bool = True) -> list[dict[str, Any]]:
+        """A variable's versions, newest first: ``version``, ``value``, ``updated_at``,
+        ``updated_by`` (the writer's principal, or ``optimizer_<run id>``), ``revision``, and
+        with ``include_metadata`` the write's ``metadata``. Entries older than the server's
+        retention are gone.
+
+        Raises:
+            VariableNotFoundError: no such variable.
+        """
+        if not 0 < limit <= 10_000 or offset < 0:
+            raise InvalidArgument(
+                f"history limit must be 1..10000 and offset >= 0, got {limit}, {offset}")
+        entries = await self._bridge.get_variable_history(self.session_id, variable, limit, offset)
+        for entry in entries:
+            entry.pop("op", None)
+            if not include_metadata:
+                entry.pop("metadata", None)
+        return entries
+
+    async def rollback_variable(self, variable: str, version: int,
+                                reason: str | None = None) -> int:
+        """Write the value ``variable`` had at ``version`` as a NEW version (history stays
+        append-only; ``reason`` and ``rollback_to`` go into the write's metadata); return the
+        new version.
+
+        Raises:
+            InvalidArgument (a ValueError): no such version in the kept history.
+            OptimizationConflict (a ValueError): an optimization run holds the variable.
+        """
+        var, rev = await self._bridge.rollback_variable(self.session_id, variable, version,
+                                                        reason or "")
+        self._remember(var, variable)
+        self._put(variable, var.value, rev, rev)
+        return int(var.version)
 
     # ------------------------------------------------------------------------------------------
     # watches

@@ -287,6 +287,8 @@ class Watch:
         #: longer finds it reports its deletion)
         self._present: dict[str, VariableUpdate] = {}
         self._snapshot_kind: str | None = "initial" if include_initial else None
+        # without a snapshot, "from now on": after every revision this client has seen
+        self._floor_all = -1 if include_initial else max(hub.revision, hub._session.last_revision)
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._closed = False
@@ -406,7 +408,7 @@ class Watch:
                 timestamp=var.updated_at, source=var.source, constraints=dict(var.constraints)))
 
     def _accept(self, update: VariableUpdate) -> bool:
-        if update.revision <= self._floor.get(update.name, -1):
+        if update.revision <= self._floor.get(update.name, self._floor_all):
             return False
         # Only writes are filtered. A registration is no change of a value: it may have no old
         # value or one of another type, and a filter such as the spec's

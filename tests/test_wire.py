@@ -331,7 +331,7 @@ async def test_session_rpcs(old):
     assert info.session_id == old.sid and info.created_at.seconds > 1_600_000_000
     for rpc, request in (("GetExposedElixirTools", pb.GetExposedElixirToolsRequest()),
                          ("AddDependency", pb.AddDependencyRequest()),
-                         ("GetVariableHistory", pb.GetVariableHistoryRequest())):
+                         ("ExecuteTool", pb.ExecuteToolRequest())):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await old.call(rpc, request)
         assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED

@@ -1032,23 +1032,27 @@ class OptimizationReply(_message.Message):
     def __init__(self, json: _Optional[str] = ...) -> None: ...
 
 class GetVariableHistoryRequest(_message.Message):
-    __slots__ = ("session_id", "variable_identifier", "limit")
+    __slots__ = ("session_id", "variable_identifier", "limit", "offset")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VARIABLE_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     variable_identifier: str
     limit: int
-    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    offset: int
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class GetVariableHistoryResponse(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "compact_revision")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[VariableHistoryEntry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[VariableHistoryEntry, _Mapping]]] = ...) -> None: ...
+    compact_revision: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[VariableHistoryEntry, _Mapping]]] = ..., compact_revision: _Optional[int] = ...) -> None: ...
 
 class VariableHistoryEntry(_message.Message):
-    __slots__ = ("version", "value", "timestamp", "changed_by", "metadata")
+    __slots__ = ("version", "value", "timestamp", "changed_by", "metadata", "revision", "binary_value", "op")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -1061,29 +1065,39 @@ class VariableHistoryEntry(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    BINARY_VALUE_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
     version: int
     value: _any_pb2.Any
     timestamp: _timestamp_pb2.Timestamp
     changed_by: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, version: _Optional[int] = ..., value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., changed_by: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    revision: int
+    binary_value: bytes
+    op: str
+    def __init__(self, version: _Optional[int] = ..., value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., changed_by: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., revision: _Optional[int] = ..., binary_value: _Optional[bytes] = ..., op: _Optional[str] = ...) -> None: ...
 
 class RollbackVariableRequest(_message.Message):
-    __slots__ = ("session_id", "variable_identifier", "target_version")
+    __slots__ = ("session_id", "variable_identifier", "target_version", "reason")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VARIABLE_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
     TARGET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     variable_identifier: str
     target_version: int
-    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., target_version: _Optional[int] = ...) -> None: ...
+    reason: str
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., target_version: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RollbackVariableResponse(_message.Message):
-    __slots__ = ("success", "variable", "error_message")
+    __slots__ = ("success", "variable", "error_message", "revision")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     VARIABLE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     success: bool
     variable: Variable
     error_message: str
-    def __init__(self, success: _Optional[bool] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ..., error_message: _Optional[str] = ...) -> None: ...
+    revision: int
+    def __init__(self, success: _Optional[bool] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ..., error_message: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...

@@ -248,6 +248,32 @@ class Bridge:
         reply = await self._call(self._stub.ListVariables, req, "ListVariables", values=True)
         return [variable_from_pb(v) for v in reply.variables]
 
+    async def get_variable_history(self, session_id: str, ident: str, limit: int,
+                                   offset: int) -> list[dict[str, Any]]:
+        """History entries, newest first: version, value, updated_at, updated_by, metadata,
+        revision, op."""
+        req = pb.GetVariableHistoryRequest(session_id=session_id, variable_identifier=ident,
+                                           limit=limit, offset=offset)
+        reply = await self._call(self._stub.GetVariableHistory, req, "GetVariableHistory", ident,
+                                 values=True)
+        out = []
+        for e in reply.entries:
+            _, value = _codec.decode(e.value.type_url, e.value.value, e.binary_value)
+            out.append({"version": e.version, "value": value,
+                        "updated_at": timestamp_to_datetime(e.timestamp),
+                        "updated_by": e.changed_by, "metadata": dict(e.metadata),
+                        "revision": e.revision, "op": e.op or "set"})
+        return out
+
+    async def rollback_variable(self, session_id: str, ident: str, version: int,
+                                reason: str) -> tuple[Any, int]:
+        """``(the new Variable, revision of the write)``."""
+        req = pb.RollbackVariableRequest(session_id=session_id, variable_identifier=ident,
+                                         target_version=version, reason=reason)
+        reply = await self._call(self._stub.RollbackVariable, req, "RollbackVariable", ident,
+                                 values=True)
+        return variable_from_pb(reply.variable), reply.revision
+
     async def delete_variable(self, session_id: str, ident: str) -> int:
         req = pb.DeleteVariableRequest(session_id=session_id, variable_identifier=ident)
         return (await self._call(self._stub.DeleteVariable, req, "DeleteVariable", ident)).revision

@@ -174,6 +174,15 @@ class NotebookSession:
     async def get_variable_stats(self, variable: str | None = None) -> dict[str, Any]:
         return await self.portal.call(self.context.get_variable_stats(variable))
 
+    async def get_variable_history(self, variable: str, limit: int = 100, offset: int = 0,
+                                   include_metadata: bool = True) -> list[dict[str, Any]]:
+        return await self.portal.call(self.context.get_variable_history(
+            variable, limit, offset, include_metadata))
+
+    async def rollback_variable(self, variable: str, version: int,
+                                reason: str | None = None) -> int:
+        return await self.portal.call(self.context.rollback_variable(variable, version, reason))
+
     # -- optimization runs -----------------------------------------------------------------
 
     async def start_optimization(

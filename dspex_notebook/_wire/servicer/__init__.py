@@ -28,5 +28,3 @@ class BridgeServicer(VariableHandlers, WatchHandlers, OptimizationHandlers,
     ExecuteElixirTool = unsupported("ExecuteElixirTool (tool bridge)")
     ExecuteStreamingTool = unsupported("ExecuteStreamingTool (tool bridge)")
     AddDependency = unsupported("AddDependency")
-    GetVariableHistory = unsupported("GetVariableHistory")
-    RollbackVariable = unsupported("RollbackVariable")

@@ -14,6 +14,7 @@ from ... import _codec
 from ..._errors import DspexError, InvalidArgument, ResourceLimitExceeded
 from ..._proto import snakepit_bridge_pb2 as pb
 from ..._values import VariableSpec
+from ...server import history
 from ...server.backends.base import StoredVariable
 from .. import pbwire
 from ..encode import variable_message
@@ -206,6 +207,33 @@ class VariableHandlers(ServicerBase):
                          + [pbwire.field_varint(2, self.store.revision)])
         self._reply_fits(len(reply), "ListVariables")
         return reply
+
+    @rpc
+    def GetVariableHistory(self, request, principal, raw):
+        var, rows = history.history(self.store, principal, request.session_id,
+                                    request.variable_identifier, request.limit or 100,
+                                    request.offset)
+        reply = pb.GetVariableHistoryResponse(compact_revision=self.store.compact_revision)
+        for row in rows:
+            entry = reply.entries.add(version=row.version, changed_by=row.changed_by,
+                                      metadata=row.metadata, revision=row.revision, op=row.op)
+            if raw or var.type not in ("embedding", "tensor"):
+                entry.value.type_url, entry.value.value = row.type_url, row.data
+                entry.binary_value = row.binary
+            else:  # a v0.4.x client reads arrays as JSON
+                _, value = _codec.decode(row.type_url, row.data, row.binary)
+                entry.value.type_url, entry.value.value, _ = _codec.encode(var.type, value,
+                                                                           binary=False)
+            entry.timestamp.FromNanoseconds(int(row.ts * 1e9))
+        return reply
+
+    @rpc
+    def RollbackVariable(self, request, principal, raw):
+        var = history.rollback(self.store, principal, request.session_id,
+                               request.variable_identifier, request.target_version,
+                               request.reason)
+        return pb.RollbackVariableResponse(success=True, variable=variable_message(var, raw),
+                                           revision=var.mod_revision)
 
     @rpc
     def DeleteVariable(self, request, principal, raw):

@@ -79,6 +79,9 @@ class VariableCache:
         self._newest: dict[str, int] = {}  # name -> newest write revision seen
         self._subs: dict[str, tuple[str, Callable[[str, str], Any]]] = {}
         self._sub_ids = itertools.count(1)
+        #: maps an identifier to the key entries are stored under (the session sets it to map
+        #: variable ids to names, so subscriptions by id work)
+        self.key_of: Callable[[str], str] = lambda ident: ident
         self.configure(ttl, max_size, policy)
 
     def configure(self, ttl: float | None = None, max_size: int | None = None,
@@ -324,8 +327,9 @@ class VariableCache:
         return self._subs.pop(subscription_id, None) is not None
 
     def _notify(self, key: str, reason: str) -> None:
+        key_of = self.key_of
         for var_id, callback in list(self._subs.values()):
-            if var_id != key:
+            if var_id != key and key_of(var_id) != key:  # subscribed by id, keyed by name
                 continue
             try:
                 result = callback(key, reason)

@@ -77,6 +77,7 @@ class SessionContext:
         self._bridge = Bridge(channel, token, timeout)
         self._cache = VariableCache(cache_ttl, cache_max_size)
         self._catalog = Catalog()
+        self._cache.key_of = self._catalog.key
         self._hub = WatchHub(self, clock=clock)
         self._coherent = coherent_cache
         self._owns_channel = close_channel
@@ -344,7 +345,8 @@ class SessionContext:
             raise VariableNotFoundError(f"Variables not found: {', '.join(absent)}")
         wrapped = include_metadata or include_stats
         for ident in missing:
-            result[ident] = ({"value": defaults[ident], "metadata": None} if wrapped
+            result[ident] = ({"value": defaults[ident], "metadata": None,
+                              **({"stats": None} if include_stats else {})} if wrapped
                              else defaults[ident])
         return {ident: result[ident] for ident in names}
 
@@ -585,7 +587,7 @@ class SessionContext:
             name: variable name or id (it need not exist yet).
             include_initial: first yield the current value (kind ``"initial"``).
             filter_fn: ``filter_fn(old_value, new_value) -> bool``; writes it refuses are
-                skipped (initial, resync and delete updates always pass).
+                skipped (initial, register, resync and delete updates always pass).
             throttle_ms: at most one update per this many ms (coalesced to the latest value,
                 the final value always arrives).
             debounce_ms: deliver only after this many ms without a change.

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import DspexError, SessionNotFoundError, Unsupported
 from ._types import VariableUpdate
+from ._wire.status import BridgeUnavailable
 
 if TYPE_CHECKING:
     from ._session import SessionContext
@@ -175,8 +176,14 @@ class WatchHub:
                 raise
             except SessionNotFoundError:
                 delay = self._backoff[1]  # cleaned up elsewhere; try again later, slowly
-            except (DspexError, ConnectionError, RuntimeError) as exc:
+            except BridgeUnavailable as exc:
                 log.debug("watch stream broke (%s); resuming from revision %d", exc, self.revision)
+            except (DspexError, ConnectionError, RuntimeError) as exc:
+                # not the network: e.g. an event this client cannot decode. Resuming at the same
+                # revision would fail forever, so start afresh and let the watches relist.
+                log.warning("watch stream failed at revision %d (%s): resyncing", self.revision, exc)
+                self.revision = 0
+                self._resync("resync")
             session._cache.coherent_revision = -1
             if self.status in ("closed", "unsupported"):
                 return

@@ -268,6 +268,7 @@ class SQLiteBackend(Backend):
     def changes(self, after: int, limit: int = 1000) -> list[HistoryRow]:
         if after < self._compact:
             raise compacted_error(after, self._compact)
+        limit = max(limit, 1)
         rows = self._db.execute(
             f"SELECT {_HIST_COLS} FROM history WHERE revision > ? ORDER BY revision, rowid LIMIT ?",
             (after, limit),

@@ -148,3 +148,40 @@ class OptimizationStatus:
         head, *rest = self.lines()
         body = "<br>".join(escape(line) for line in rest)
         return f"<div class='dspex-optimization'><b>{escape(head)}</b><br><code>{body}</code></div>"
+
+
+class HistoryTable:
+    """``get_variable_history`` as a table, newest first (``%var history``, CLI ``history``)."""
+
+    columns = ("version", "value", "updated_at", "updated_by", "revision", "metadata")
+
+    def __init__(self, name: str, entries: list[dict[str, Any]]) -> None:
+        self.name = name
+        self.entries = list(entries)
+
+    def rows(self) -> list[tuple[str, ...]]:
+        out = []
+        for e in self.entries:
+            when = e.get("updated_at")
+            meta = e.get("metadata") or {}
+            out.append((str(e["version"]), short(e["value"], 40),
+                        when.strftime("%Y-%m-%d %H:%M:%S") if when is not None else "",
+                        str(e.get("updated_by", "")), str(e.get("revision", "")),
+                        short(", ".join(f"{k}={v}" for k, v in meta.items()), 40) if meta else ""))
+        return out
+
+    def __repr__(self) -> str:
+        if not self.entries:
+            return f"{self.name}: no history kept"
+        rows = [self.columns, *self.rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.columns))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td style='text-align:left'><code>{escape(c)}</code></td>"
+                                        for c in row) + "</tr>" for row in self.rows())
+        return (f"<table class='dspex-history'><caption><b>{escape(self.name)}</b></caption>"
+                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")

@@ -8,6 +8,7 @@
     dspex-notebook watch NAME [NAME ...] [--json] [--session S] ...   (until Ctrl-C)
     dspex-notebook stats [NAME] [--json] [--session S] ...
     dspex-notebook status NAME | stop NAME | trials NAME [--limit N] [--json]   (optimization runs)
+    dspex-notebook history NAME [--limit N] [--json] | rollback NAME VERSION [--reason TEXT]
     dspex-notebook enable|disable [--sys-prefix]           (load the extension in every kernel)
 
 Without ``--address`` the commands use the newest running server on this machine (its runtime
@@ -251,6 +252,29 @@ def _trials(args: argparse.Namespace) -> int:
     return _client(args, work)
 
 
+def _history(args: argparse.Namespace) -> int:
+    from ._display import HistoryTable
+
+    async def work(ctx) -> int:
+        entries = await ctx.get_variable_history(args.name, args.limit)
+        if args.json:
+            print(json.dumps([{**e, "value": _jsonable(e["value"])} for e in entries], default=str))
+        else:
+            print(repr(HistoryTable(args.name, entries)))
+        return 0
+
+    return _client(args, work)
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    async def work(ctx) -> int:
+        version = await ctx.rollback_variable(args.name, args.version, args.reason)
+        print(f"{args.name}: version {version} = version {args.version}'s value")
+        return 0
+
+    return _client(args, work)
+
+
 def _enable(args: argparse.Namespace) -> int:
     from .notebook.kernel_config import config_path, set_enabled
 
@@ -330,6 +354,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--limit", type=int, default=100, help="the last N trials (default 100)")
         client_options(p)
         p.set_defaults(func=func)
+
+    hist = sub.add_parser("history", help="a variable's versions, newest first")
+    hist.add_argument("name", metavar="NAME")
+    hist.add_argument("--limit", type=int, default=20, help="entries (default 20)")
+    hist.add_argument("--json", action="store_true")
+    client_options(hist)
+    hist.set_defaults(func=_history)
+
+    back = sub.add_parser("rollback", help="write an earlier version's value as a new version")
+    back.add_argument("name", metavar="NAME")
+    back.add_argument("version", type=int, metavar="VERSION")
+    back.add_argument("--reason", default=None)
+    client_options(back)
+    back.set_defaults(func=_rollback)
 
     for name, text in (("enable", "load the extension in every new IPython kernel"),
                        ("disable", "stop loading the extension in new kernels")):

@@ -33,6 +33,9 @@ USAGE = """\
 %var stats [NAME]                     access statistics (server counts + this client's cache)
 %var cache [--ttl S] [--max-size N] [--policy lru|lfu|fifo]
                                       show (or change) this client's cache
+%var history NAME [--limit N]         the variable's versions, newest first
+%var rollback NAME VERSION [--reason TEXT]
+                                      write VERSION's value as a new version
 %var optimize NAME --objective FUNC [--optimizer bayesian] [--max-iterations N] [--config YAML]
                                       start a server-held run; FUNC(value) -> float or dict
 %var status NAME                      the variable's optimization run
@@ -44,7 +47,7 @@ USAGE = """\
 
 
 SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
-               "cache", "optimize", "status", "stop", "help")
+               "cache", "optimize", "status", "stop", "history", "rollback", "help")
 
 
 class DspexMagicError(UsageError):
@@ -165,6 +168,10 @@ class DspexMagics(Magics):
             return self.cache(rest)
         if head == "optimize":
             return self.optimize(rest)
+        if head == "history":
+            return self.history(rest)
+        if head == "rollback":
+            return self.rollback(rest)
         if head in ("status", "stop"):
             if len(rest) != 1:
                 raise UsageError(f"usage: %var {head} NAME")
@@ -243,6 +250,25 @@ class DspexMagics(Magics):
             except ValueError as exc:
                 raise DspexMagicError(f"%var cache: {exc}") from None
         return self._ctx.get_cache_info()
+
+    def history(self, argv: list[str]) -> Any:
+        from .._display import HistoryTable
+
+        p = _Parser(prog="%var history", add_help=False)
+        p.add_argument("name")
+        p.add_argument("--limit", type=int, default=20)
+        ns = p.parse_args(argv)
+        return HistoryTable(ns.name, self._run(self._ctx.get_variable_history(ns.name, ns.limit)))
+
+    def rollback(self, argv: list[str]) -> int:
+        p = _Parser(prog="%var rollback", add_help=False)
+        p.add_argument("name")
+        p.add_argument("version", type=int)
+        p.add_argument("--reason", default=None)
+        ns = p.parse_args(argv)
+        version = self._run(self._ctx.rollback_variable(ns.name, ns.version, ns.reason))
+        print(f"{ns.name}: version {version} = version {ns.version}'s value")
+        return version
 
     def optimize(self, argv: list[str]) -> str:
         import yaml
@@ -343,5 +369,5 @@ def complete_var(shell: Any, event: Any) -> list[str]:
     words = event.line.split()
     if len(words) <= 1 or (len(words) == 2 and not event.line.endswith(" ")):
         return ["list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
-                "status", "stop", "help", *names]
+                "status", "stop", "history", "rollback", "help", *names]
     return names

@@ -88,3 +88,41 @@ def test_cli_status_trials_stop(capsys):
         assert json.loads(capsys.readouterr().out)["stop_reason"] == "stopped"
         assert cli.main(["stop", "x"]) == 1
         assert "not being optimized" in capsys.readouterr().err
+
+
+def test_history_and_rollback_magics(ext, capsys):
+    from dspex_notebook._display import HistoryTable
+
+    var(ext, "register h integer 1")
+    var(ext, "h = 2")
+    var(ext, "h = 3")
+    table = var(ext, "history h")
+    assert isinstance(table, HistoryTable)
+    assert [e["version"] for e in table.entries] == [2, 1, 0]
+    assert repr(table).splitlines()[0].split()[:2] == ["version", "value"]
+    assert "<table" in table._repr_html_()
+    assert var(ext, "rollback h 0 --reason oops") == 3
+    assert "version 3 = version 0's value" in capsys.readouterr().out
+    assert var(ext, "h") == 1
+    with pytest.raises(DspexMagicError, match="no version 9"):
+        var(ext, "rollback h 9")
+    with pytest.raises(UsageError):
+        var(ext, "rollback h notanumber")
+
+
+def test_cli_history_and_rollback(capsys):
+    with running_server(write_runtime_file=True) as srv:
+        async def fill() -> None:
+            async with session_for(srv, "default") as ctx:
+                await ctx.register_variable("h", "string", "a")
+                await ctx.set_variable("h", "b")
+
+        asyncio.run(fill())
+        assert cli.main(["history", "h", "--json"]) == 0
+        assert [e["value"] for e in json.loads(capsys.readouterr().out)] == ["b", "a"]
+        assert cli.main(["rollback", "h", "0", "--reason", "undo"]) == 0
+        assert "version 2" in capsys.readouterr().out
+        assert cli.main(["history", "h"]) == 0
+        assert "rollback_to=0" in capsys.readouterr().out
+        assert cli.main(["rollback", "h", "5"]) == 1
+        assert "no version 5" in capsys.readouterr().err

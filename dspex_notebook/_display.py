@@ -20,6 +20,10 @@ def short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _constraints(c: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in c.items())
 
@@ -167,7 +171,7 @@ class HistoryTable:
             out.append((str(e["version"]), short(e["value"], 40),
                         when.strftime("%Y-%m-%d %H:%M:%S") if when is not None else "",
                         str(e.get("updated_by", "")), str(e.get("revision", "")),
-                        short(", ".join(f"{k}={v}" for k, v in meta.items()), 40) if meta else ""))
+                        _clip(", ".join(f"{k}={v}" for k, v in sorted(meta.items())), 40)))
         return out
 
     def __repr__(self) -> str:

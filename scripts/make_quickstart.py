@@ -186,6 +186,16 @@ cells = [
         "await session.wait_optimization(\"max_tokens\")\n"
         "[(t[\"value\"], t[\"objective\"]) for t in await session.get_optimization_history(\"max_tokens\")]"
     ),
+    new_markdown_cell(
+        "## History and rollback\n\nEvery version is kept (within the server's retention), "
+        "with who wrote it; a rollback writes the old value as a **new** version."
+    ),
+    new_code_cell("%var history temperature --limit 5"),
+    new_code_cell(
+        "first = (await session.get_variable_history(\"temperature\", limit=1000))[-1]\n"
+        "await session.rollback_variable(\"temperature\", first[\"version\"], reason=\"start over\")\n"
+        "%var temperature"
+    ),
     new_code_cell("await reader.close()\n%unload_ext dspex_notebook"),
 ]
 

@@ -278,6 +278,51 @@ def attacks(session: str) -> list[tuple[str, str, bytes, grpc.StatusCode]]:
     add(("pathological regex, long value", "RegisterVariable",
          register(session, "r", "string", json.dumps("ab" * 20_000).encode(),
                   json.dumps({"pattern": "(a|b)*a[ab]{900}x"})), S.RESOURCE_EXHAUSTED))
+    # the live-data, history and optimization RPCs
+    for method, body in (
+        ("GetVariableStats", pb.GetVariableStatsRequest(session_id=session, variable_identifiers=[long_id])),
+        ("GetVariableHistory", pb.GetVariableHistoryRequest(session_id=session, variable_identifier=long_id)),
+        ("RollbackVariable", pb.RollbackVariableRequest(session_id=session, variable_identifier=long_id)),
+        ("StartOptimization", pb.StartOptimizationRequest(session_id=session, variable_identifier=long_id)),
+        ("NextTrial", pb.NextTrialRequest(session_id=session, variable_identifier=long_id)),
+        ("GetOptimizationStatus", pb.OptimizationQuery(session_id=session, variable_identifier=long_id)),
+    ):
+        add((f"{method} with an over-long identifier", method, body.SerializeToString(), S.INVALID_ARGUMENT))
+    add(("GetVariableStats with 1,000,000 identifiers", "GetVariableStats",
+         pb.GetVariableStatsRequest(session_id=session,
+                                    variable_identifiers=[str(i) for i in range(1_000_000)]).SerializeToString(),
+         S.RESOURCE_EXHAUSTED))
+    add(("history limit of 2 billion", "GetVariableHistory",
+         pb.GetVariableHistoryRequest(session_id=session, variable_identifier="f",
+                                      limit=2_000_000_000).SerializeToString(), S.INVALID_ARGUMENT))
+    add(("negative history offset", "GetVariableHistory",
+         pb.GetVariableHistoryRequest(session_id=session, variable_identifier="f",
+                                      offset=-1).SerializeToString(), S.INVALID_ARGUMENT))
+    add(("rollback to a version never written", "RollbackVariable",
+         pb.RollbackVariableRequest(session_id=session, variable_identifier="f",
+                                    target_version=2_000_000_000).SerializeToString(), S.INVALID_ARGUMENT))
+    add(("2 MiB optimizer config", "StartOptimization",
+         pb.StartOptimizationRequest(session_id=session, variable_identifier="f",
+                                     optimizer_config_json=json.dumps({"xi": "x" * (2 * MiB)})).SerializeToString(),
+         S.INVALID_ARGUMENT))
+    add(("optimizer config nested 100,000 deep", "StartOptimization",
+         pb.StartOptimizationRequest(session_id=session, variable_identifier="f",
+                                     optimizer_config_json="[" * 100_000 + "]" * 100_000).SerializeToString(),
+         S.INVALID_ARGUMENT))
+    add(("optimizer config not an object", "StartOptimization",
+         pb.StartOptimizationRequest(session_id=session, variable_identifier="f",
+                                     optimizer_config_json="[1, 2]").SerializeToString(), S.INVALID_ARGUMENT))
+    add(("optimizing a string variable", "StartOptimization",
+         pb.StartOptimizationRequest(session_id=session, variable_identifier="s",
+                                     optimizer_id="bayesian").SerializeToString(), S.INVALID_ARGUMENT))
+    add(("a year-long optimization lease", "StartOptimization",
+         pb.StartOptimizationRequest(session_id=session, variable_identifier="f", optimizer_id="bayesian",
+                                     lease_seconds=3e7).SerializeToString(), S.INVALID_ARGUMENT))
+    add(("report to a variable that is not optimized", "ReportTrial",
+         pb.ReportTrialRequest(session_id=session, variable_identifier="f", trial_id=1,
+                               metrics_json="1").SerializeToString(), S.INVALID_ARGUMENT))
+    add(("next trial of a variable that is not optimized", "NextTrial",
+         pb.NextTrialRequest(session_id=session, variable_identifier="f").SerializeToString(), S.INVALID_ARGUMENT))
     add(("2,000,000-char glob", "ListVariables",
          pb.ListVariablesRequest(session_id=session, pattern="*a" * 1_000_000).SerializeToString(),
          S.INVALID_ARGUMENT))

@@ -164,7 +164,7 @@ class HistoryTable:
         self.entries = list(entries)
 
     def rows(self) -> list[tuple[str, ...]]:
-        out = []
+        out: list[tuple[str, ...]] = []
         for e in self.entries:
             when = e.get("updated_at")
             meta = e.get("metadata") or {}

@@ -45,7 +45,8 @@ async def test_rollback_writes_a_new_version_that_watchers_see(server):
     async with session_for(server, "r") as s, session_for(server, "r") as other:
         await s.register_variable("t", "float", 0.5, constraints={"min": 0, "max": 1})
         await s.set_variable("t", 0.9)
-        watch = other.watch_variable("t", include_initial=False)
+        watch = other.watch_variable("t")
+        assert (await asyncio.wait_for(watch.__anext__(), 10)).value == 0.9  # the snapshot
         assert await s.rollback_variable("t", 0, reason="diverged") == 2
         update = await asyncio.wait_for(watch.__anext__(), 10)
         assert (update.value, update.version) == (0.5, 2)

@@ -425,7 +425,7 @@ def test_tab_completion(temp):
     assert complete(line_buffer="%var te") == ("te", ["temperature"])
     assert complete(line_buffer="%var info te") == ("te", ["temperature"])
     assert complete(line_buffer="%var del t") == ("t", ["temperature", "top_k"])
-    assert complete(line_buffer="%var r") == ("r", ["register"])
+    assert complete(line_buffer="%var r") == ("r", ["register", "rollback"])
     assert complete(line_buffer="%%var te") == ("te", ["temperature"])
     _, offered = complete(line_buffer="%var ")
     assert {"list", "info", "register", "del", "help", "temperature", "top_k"} <= set(offered)

@@ -405,8 +405,10 @@ async def phase_processes(args: argparse.Namespace, tmp: str, sizes: dict[str, i
             print(f"  populated {name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             hit_ctx = None
             if name == "memory":
+                # no watch stream: a coherent cache would receive every write measured below as
+                # an event in this very process (benchmarks/watch.py measures coherent hits)
                 hit_ctx = SessionContext(sid, insecure_channel(proc.address), token=token,
-                                         cache_ttl=3600.0)
+                                         cache_ttl=3600.0, coherent_cache=False)
                 hit_ctx._owns_channel = True
                 await hit_ctx.initialize()
                 contexts.append(hit_ctx)

@@ -287,25 +287,12 @@ def tune_malloc() -> bool:
         return False
 
 
-def tune_gc() -> None:
-    """Fewer garbage collections in the standalone server: a server allocates many short-lived
-    objects per request (messages, events), and with the default gen-0 threshold (700) a
-    collection lands in the middle of a watch fan-out every few writes (measured: ~20 % of the
-    server's CPU per fanned-out write, docs/performance.md). Objects alive after start-up are
-    frozen out of collections. Only the standalone server process does this."""
-    import gc
-
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-
-
 def serve_forever(cfg: ServerConfig, on_ready: Any = None) -> None:
     """Run in the foreground until SIGINT/SIGTERM (``dspex-notebook serve``)."""
     import signal
 
     cfg.check()
     tune_malloc()
-    tune_gc()
     state = _Running()
 
     async def main() -> None:

@@ -122,6 +122,10 @@ def rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
             reply = fn(self, request, principal, raw)
             return (await reply) if awaits else reply
         except DspexError as exc:
+            # the traceback's frames hold the request (maybe megabytes): let go of them now
+            # instead of waiting for the garbage collector to break the exception's cycle
+            request = None  # noqa: F841
+            exc.__traceback__ = None
             await _abort(context, exc)
         except Exception:  # bad input must never take the server down
             log.exception("internal error in %s", fn.__name__)
@@ -142,6 +146,10 @@ def stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
             async for message in fn(self, request, principal, raw, context):
                 yield message
         except DspexError as exc:
+            # the traceback's frames hold the request (maybe megabytes): let go of them now
+            # instead of waiting for the garbage collector to break the exception's cycle
+            request = None  # noqa: F841
+            exc.__traceback__ = None
             await _abort(context, exc)
         except Exception:
             log.exception("internal error in %s", fn.__name__)

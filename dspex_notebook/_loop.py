@@ -89,14 +89,41 @@ class Portal:
     def in_portal_thread(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Schedule ``coro`` on the IO loop; return a thread-safe future."""
+    def submit(self, coro: Coroutine[Any, Any, T],
+               future: concurrent.futures.Future[T] | None = None) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the IO loop; return a thread-safe future (``future`` if given:
+        a caller that made it first can cancel it even if an interrupt lands mid-call)."""
         try:
             loop = self.loop
         except PortalClosed:
             coro.close()  # never awaited: close it so Python does not warn about it
             raise
-        return asyncio.run_coroutine_threadsafe(coro, loop)
+        if future is None:
+            return asyncio.run_coroutine_threadsafe(coro, loop)
+        done = future
+
+        def start() -> None:
+            if done.cancelled():  # interrupted before it started: it never runs
+                coro.close()
+                return
+            task = loop.create_task(coro)
+
+            def copy(t: asyncio.Task[T]) -> None:
+                if done.cancelled():
+                    return
+                if t.cancelled():
+                    done.cancel()
+                elif t.exception() is not None:
+                    done.set_exception(t.exception())
+                else:
+                    done.set_result(t.result())
+
+            task.add_done_callback(copy)
+            done.add_done_callback(
+                lambda f: loop.call_soon_threadsafe(task.cancel) if f.cancelled() else None)
+
+        loop.call_soon_threadsafe(start)
+        return done
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30.0) -> T:
         """Run ``coro`` on the IO loop and block until it is done (from any other thread).
@@ -110,8 +137,10 @@ class Portal:
         if self.in_portal_thread():
             coro.close()
             raise RuntimeError("Portal.run() called from the IO thread; await the coroutine instead")
-        future = self.submit(coro)
+        # made before scheduling, so an interrupt at any point below can still cancel it
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
         try:
+            self.submit(coro, future)
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()

@@ -5,7 +5,9 @@ Ordered spaces (float, integer, stepped float) run the usual loop in the unit in
 1. an initial design of ``n_initial_points`` (the run's starting value first, if given, then a
    seeded Latin-hypercube sample, so the range is covered evenly);
 2. then fit :class:`~.gp.GaussianProcess` to the losses and propose the maximizer of the
-   acquisition (log-EI by default) over a dense grid of 2001 points, refined locally.
+   acquisition (log-EI by default) over candidates: a grid spaced an eighth of the fitted
+   length scale (129 to 1025 points) plus the midpoints between neighbouring observations,
+   refined twice around the best candidate (to about 1/1000 of a length scale).
 
 With a fitted noise level, EI is "augmented" (Huang et al. 2006) so a noisy run does not keep
 re-sampling next to its incumbent. A failed trial is never proposed again (nor anything within
@@ -34,9 +36,10 @@ from .gp import GaussianProcess
 
 __all__ = ["BayesianOptimizer"]
 
-_GRID = np.linspace(0.0, 1.0, 2001)
-_REFINE = 41
-_MAX_SCORED_VALUES = 4097  # larger integer ranges are scored on a subsample
+_GRID_PER_LENGTH = 8  # candidate grid points per fitted length scale ...
+_GRID_MIN, _GRID_MAX = 129, 1025  # ... within these bounds
+_REFINE = 17  # points per refinement level (two levels)
+_MAX_SCORED_VALUES = 1025  # larger integer ranges: a subsample, then the neighbourhood of its best
 _FAILED_RADIUS = 0.005  # do not re-propose within this unit distance of a failed trial
 
 
@@ -86,6 +89,9 @@ class BayesianOptimizer(BaseOptimizer):
         self._values: list[Any] = []  # ... and the values themselves
         self._losses: list[float] = []
         self._failed_u: list[float] = []
+        # Every trial's unit position and loss (None: failed), in arrival order, so each fit's
+        # data extends the previous fit's and the GP updates its factorizations.
+        self._arrivals: list[tuple[float, float | None]] = []
         self._seen: set[int] = set()  # indices of evaluated values (discrete spaces)
         self._trace: list[float] = []  # best loss after each successful trial
         self._cursor = 0
@@ -143,12 +149,11 @@ class BayesianOptimizer(BaseOptimizer):
         return None  # pragma: no cover - unreachable while len(_seen) < size
 
     def _fit(self) -> tuple[GaussianProcess, float]:
-        u, losses = np.array(self._u), np.array(self._losses)
-        if self._failed_u:
-            # A failed trial counts as the worst loss seen, so the model steers away from
-            # regions that crash instead of nibbling at their edge one failure at a time.
-            u = np.concatenate([u, self._failed_u])
-            losses = np.concatenate([losses, np.full(len(self._failed_u), losses.max())])
+        # A failed trial counts as the worst loss seen, so the model steers away from
+        # regions that crash instead of nibbling at their edge one failure at a time.
+        worst = max(self._losses)
+        u = np.array([a for a, _ in self._arrivals])
+        losses = np.array([worst if b is None else b for _, b in self._arrivals])
         gp = self.gp.fit(u, losses)
         # Incumbent = best posterior mean at a successful point: with noise the best raw
         # observation is optimistic, and EI against it would under-explore.
@@ -168,16 +173,33 @@ class BayesianOptimizer(BaseOptimizer):
             score = score + np.log1p(-sn / np.sqrt(std * std + sn * sn))
         return score
 
+    def _candidates(self, gp: GaussianProcess) -> np.ndarray:
+        """A grid at an eighth of the length scale plus midpoints between observations.
+
+        The posterior varies on the scale of the length scale, so a finer fixed grid mostly
+        scores points that cannot differ; between observations closer than a grid step
+        (where a run converges) the midpoints catch the peak of the acquisition.
+        """
+        size = int(np.clip(math.ceil(_GRID_PER_LENGTH / gp.length_scale), _GRID_MIN, _GRID_MAX))
+        seen = np.unique([a for a, _ in self._arrivals])
+        mids = 0.5 * (seen[1:] + seen[:-1])
+        return np.unique(np.concatenate([np.linspace(0.0, 1.0, size), mids]))
+
     def _propose_continuous(self) -> Any:
         gp, best = self._fit()
-        score = self._masked_scores(gp, best, _GRID)
+        cand = self._candidates(gp)
+        score = self._masked_scores(gp, best, cand)
         i = int(np.argmax(score))
-        # Refine between the neighbouring grid points (the grid step is 1/2000).
-        fine = np.linspace(_GRID[max(i - 1, 0)], _GRID[min(i + 1, _GRID.size - 1)], _REFINE)
-        fine_score = self._masked_scores(gp, best, fine)
-        j = int(np.argmax(fine_score))
-        u = fine[j] if fine_score[j] > score[i] else _GRID[i]
-        return self.space.from_unit(float(u))
+        u, top = float(cand[i]), float(score[i])
+        lo, hi = cand[max(i - 1, 0)], cand[min(i + 1, cand.size - 1)]
+        for _ in range(2):  # refine between the neighbours of the best, twice
+            fine = np.linspace(lo, hi, _REFINE)
+            fine_score = self._masked_scores(gp, best, fine)
+            j = int(np.argmax(fine_score))
+            if fine_score[j] > top:
+                u, top = float(fine[j]), float(fine_score[j])
+            lo, hi = fine[max(j - 1, 0)], fine[min(j + 1, _REFINE - 1)]
+        return self.space.from_unit(u)
 
     def _masked_scores(self, gp: GaussianProcess, best: float, u: np.ndarray) -> np.ndarray:
         """Acquisition scores, with -inf near failed trials (a crash is not re-proposed)."""
@@ -190,19 +212,36 @@ class BayesianOptimizer(BaseOptimizer):
     def _propose_discrete(self) -> Any | None:
         size = self.space.size
         assert size is not None
-        if size <= _MAX_SCORED_VALUES:
-            idx = np.arange(size)
-        else:
-            idx = np.unique(np.round(_GRID_LARGE * (size - 1)).astype(np.int64))
-        idx = idx[~np.isin(idx, np.fromiter(self._seen, dtype=np.int64, count=len(self._seen)))]
-        if idx.size == 0:
+        seen = np.fromiter(self._seen, dtype=np.int64, count=len(self._seen))
+        lo, hi = 0, size - 1
+        gp: GaussianProcess | None = None
+        best = 0.0
+        pick, top = -1, -np.inf
+        while True:
+            # Score every value not evaluated yet in [lo, hi]; when there are too many, a
+            # subsample, then zoom in on the neighbourhood of its best (a few levels at most).
+            if hi - lo + 1 <= _MAX_SCORED_VALUES:
+                idx = np.arange(lo, hi + 1)
+            else:
+                idx = np.unique(np.round(np.linspace(lo, hi, _MAX_SCORED_VALUES)).astype(np.int64))
+            idx = idx[~np.isin(idx, seen)]
+            if idx.size:
+                if gp is None:
+                    gp, best = self._fit()
+                score = self._scores(gp, best, self._unit_of_indices(idx))
+                i = int(np.argmax(score))
+                if score[i] > top:
+                    pick, top = int(idx[i]), float(score[i])
+            if hi - lo + 1 <= _MAX_SCORED_VALUES or pick < 0:
+                break
+            step = (hi - lo) / (_MAX_SCORED_VALUES - 1)
+            lo, hi = max(lo, int(pick - step) - 1), min(hi, int(pick + step) + 1)
+        if pick < 0:
             if len(self._seen) >= size:
                 self.stop(StopReason.SPACE_EXHAUSTED)
                 return None
             return self._new_value(float(self.rng.random()))
-        gp, best = self._fit()
-        score = self._scores(gp, best, self._unit_of_indices(idx))
-        return self.space.value_at(int(idx[int(np.argmax(score))]))
+        return self.space.value_at(pick)
 
     def _unit_of_indices(self, idx: np.ndarray) -> np.ndarray:
         sp = self.space
@@ -256,8 +295,10 @@ class BayesianOptimizer(BaseOptimizer):
         u = self.space.to_unit(value) if self.space.is_ordered else 0.0
         if objective is None:
             self._failed_u.append(u)
+            self._arrivals.append((u, None))
             return
         loss = self.loss(objective)
+        self._arrivals.append((u, loss))
         self._u.append(u)
         self._values.append(value)
         self._losses.append(loss)
@@ -293,11 +334,11 @@ class BayesianOptimizer(BaseOptimizer):
         if len(self._losses) < 3:
             k = int(np.argmin(self._losses))
             return self._values[k], sign * self._losses[k]
-        gp = self.gp.fit(np.array(self._u), np.array(self._losses))
+        # Without failures this is the run's own model on the same data (no refit, or one
+        # more row); with failures, a separate model so the run's factorizations are kept.
+        gp = self.gp if not self._failed_u else GaussianProcess(noise_ratios=self.gp.noise_ratios)
+        gp.fit(np.array(self._u), np.array(self._losses))
         mean, _ = gp.predict(np.array(self._u))
         k = int(np.argmin(mean))
         return self._values[k], sign * float(mean[k])
-
-
-_GRID_LARGE = np.linspace(0.0, 1.0, _MAX_SCORED_VALUES)
 

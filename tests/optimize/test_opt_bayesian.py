@@ -195,3 +195,30 @@ def test_warm_start_observations_count_toward_the_initial_design(forrester: Any)
         opt.observe(x, forrester(x))
     nxt = opt.suggest()  # straight to the model: next to the best warm-start point
     assert nxt is not None and abs(nxt - 0.7) < 0.1
+
+
+def test_same_seed_same_proposals_through_the_model_phases(forrester: Any) -> None:
+    # 60 evaluations cross every phase of the GP's search (whole grid up to 40 points, then
+    # a window with probes); failures and recommend() calls in between must not change them.
+    def run(with_recommend: bool) -> list[float]:
+        opt = bayesian(UNIT, direction="minimize", seed=4, max_iterations=60)
+        xs = []
+        while (x := opt.suggest()) is not None:
+            xs.append(x)
+            opt.observe(x, None if 0.45 < x < 0.5 else forrester(x))
+            if with_recommend and len(xs) % 7 == 0:
+                assert opt.recommend() is not None
+        return xs
+
+    first = run(False)
+    assert len(first) == 60 and first == run(False) == run(True)
+
+
+def test_large_integer_space_is_searched_without_scoring_every_value(forrester: Any, drive: Any) -> None:
+    size = 100_000
+    space = space_for("integer", {"min": 0, "max": size}, "k")
+    for seed in range(3):
+        opt = make_optimizer("bayesian", space, direction="minimize", seed=seed, max_iterations=30)
+        ks = drive(opt, lambda k: forrester(k / size))
+        assert len(set(ks)) == 30
+        assert opt.best is not None and opt.best[1] - FORRESTER_MIN < 0.01, (seed, opt.best)

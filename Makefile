@@ -43,6 +43,7 @@ bench: $(VENV)/.synced
 	$(PY) benchmarks/foundation.py
 	$(PY) benchmarks/watch.py
 	$(PY) benchmarks/optimizers.py
+	$(PY) benchmarks/optimization_runs.py
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check dspex_notebook tests benchmarks scripts

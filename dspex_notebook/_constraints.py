@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import ConstraintViolation, InvalidArgument, VariableTypeError
+from ._errors import ConstraintViolation, InvalidArgument, VariableTypeError, a_or_an
 from ._types import TYPE_ALIASES, TYPE_NAMES
 
 __all__ = ["canonical_type", "check_constraints", "validate", "TENSOR_DTYPES"]
@@ -188,7 +188,7 @@ def validate(type_name: str, value: Any, constraints: Mapping[str, Any], name: s
 def _type_error(name: str, type_name: str, value: Any, extra: str = "") -> VariableTypeError:
     shown = _short(value)
     return VariableTypeError(
-        f"{name!r}: expected a {type_name} value, got {type(value).__name__} {shown}{extra}"
+        f"{name!r}: expected {a_or_an(type_name)} value, got {type(value).__name__} {shown}{extra}"
     )
 
 
@@ -415,7 +415,7 @@ def _jsonable(value: Any, name: str, path: str, depth: int = 0) -> Any:
     if callable(tolist):
         return _jsonable(tolist(), name, path, depth)
     raise VariableTypeError(
-        f"{name!r}: {path} is a {type(value).__name__}, which has no JSON form"
+        f"{name!r}: {path} is {a_or_an(type(value).__name__)}, which has no JSON form"
     )
 
 

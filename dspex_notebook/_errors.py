@@ -11,6 +11,11 @@ it is also a ``grpc.RpcError`` and only ``_wire`` may import grpc.
 from __future__ import annotations
 
 
+def a_or_an(word: str) -> str:
+    """``"a float"``, ``"an integer"``, ``"an embedding"``: for messages."""
+    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
+
+
 class DspexError(Exception):
     """Base class of every error raised deliberately by dspex_notebook."""
 

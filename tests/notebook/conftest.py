@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from nb_helpers import EXT, dspex_threads, runtime_files
+from nb_helpers import EXT, close_ipython_loop, dspex_threads, runtime_files
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,7 @@ def ipshell(tmp_path_factory) -> Iterator[Any]:
             atexit.unregister(shell.atexit_operations)
             InteractiveShell.clear_instance()
             sys.modules["__main__"], sys.displayhook, sys.excepthook = saved
+            close_ipython_loop()
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from .._errors import InvalidArgument, OptimizationConflict
 from .._optimize import BaseOptimizer, GradientOptimizer, GridSearchOptimizer, make_optimizer, space_for
 from .._optimize.space import same_value
 from .backends.base import Commit, Compare, Put, RunRow, StoredVariable, TrialRow
-from .writes import next_state, resolve
+from .writes import next_state
 
 if TYPE_CHECKING:
     from .store import Store
@@ -184,9 +184,12 @@ class Optimizations:
     # ------------------------------------------------------------------------------------------
 
     def _run_of(self, principal: str, session_id: str, ident: str, run_id: str = "",
-                active: bool = True) -> tuple[StoredVariable, Run | None]:
-        sess = self.store._session(principal, session_id)
-        var = resolve(self.store.view, sess, ident)
+                active: bool = True,
+                compares: list[Any] | None = None) -> tuple[StoredVariable, Run | None]:
+        # another session's variable (by id) needs 'optimize' (server/access.py)
+        var, found = self.store.reach(principal, session_id, ident, "optimize")
+        if compares is not None:
+            compares.extend(found)
         rid = run_id or (self.active.get(var.id) if active else self.latest.get(var.id))
         run = self.runs.get(rid or "")
         if run is not None and run.row.var_id != var.id:
@@ -208,7 +211,8 @@ class Optimizations:
             OptimizationConflict: the variable is already being optimized.
             InvalidArgument: unknown optimizer, bad config, a variable that cannot be searched.
         """
-        var, current = self._run_of(principal, session_id, ident)
+        doc_compares: list[Any] = []
+        var, current = self._run_of(principal, session_id, ident, compares=doc_compares)
         if current is not None:
             raise OptimizationConflict(
                 f"variable {var.name!r} is already being optimized (run {current.id!r}, "
@@ -245,7 +249,7 @@ class Optimizations:
         if client_side:
             space_for(var.type, var.constraints, var.name)  # the variable must be searchable
         row = RunRow(f"opt-{uuid.uuid4().hex[:12]}", var.session_id, var.id, doc)
-        self._commit(Commit(runs=[row], ts=now), principal)
+        self._commit(Commit(runs=[row], doc_compares=doc_compares, ts=now), principal)
         run = Run(row, [], engine, lease)
         self.runs[row.id] = run
         self.active[var.id] = self.latest[var.id] = row.id

@@ -216,8 +216,7 @@ def test_completion_offers_subcommands_and_names_not_keywords(typed):
 # 11. features not built yet
 
 
-@pytest.mark.parametrize("line", ["export", "import f.json", "restore 3", "deps x",
-                                  "permissions x"])
+@pytest.mark.parametrize("line", ["export", "import f.json", "restore 3", "deps x"])
 def test_planned_magics_say_so(ext, line):
     error, out = shown(ext, f"%var {line}")
     assert isinstance(error, DspexMagicError)

@@ -33,6 +33,7 @@ __all__ = ["admit"]
 #: string fields that name something (checked as identifiers), and how errors call them
 _IDENTIFIERS = {
     "session_id": "session id",
+    "as_session": "session id",
     "variable_identifier": "variable identifier",
     "variable_id": "variable id",
     "name": "name",

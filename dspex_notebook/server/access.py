@@ -63,7 +63,7 @@ import datetime as _dt
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._errors import AccessDenied, InvalidArgument, ResourceLimitExceeded
+from .._errors import AccessDenied, DspexError, InvalidArgument, ResourceLimitExceeded
 from .._patterns import MAX_PATTERN_LENGTH, glob_matcher
 from .backends.base import Commit, DocCompare, DocRow, StoredVariable
 
@@ -335,7 +335,10 @@ class WatchGuards:
         touched.update(d.var.id for d in commit.deletes)
         for vid in touched & self.watched.keys():
             for sub in list(self.watched.get(vid, ())):
-                reason = sub.guard() if sub.guard is not None else None
+                try:
+                    reason = sub.guard() if sub.guard is not None else None
+                except DspexError as exc:  # e.g. this request's work budget: end it, safely
+                    reason = f"access could not be re-checked ({exc}); watch again"
                 if reason is not None:
                     sub.denied = reason
                     self._store.unsubscribe(sub)

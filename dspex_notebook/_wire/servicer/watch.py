@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ... import _budget
 from ..._errors import AccessDenied, Compacted, InvalidArgument, ResourceLimitExceeded
 from ..._proto import snakepit_bridge_pb2 as pb
 from ...server.events import EventBatch, Progress
@@ -108,6 +109,7 @@ class WatchHandlers(ServicerBase):
                 message = control_response(store_id, item.revision, progress=True)
             else:
                 if sub.guard is not None:  # another session's variable: still allowed?
+                    _budget.begin_request()  # each delivery's check is its own unit of work
                     reason = sub.guard()
                     if reason is not None:
                         raise AccessDenied(reason)
@@ -138,8 +140,10 @@ class WatchHandlers(ServicerBase):
                     return
                 if isinstance(item, Progress):
                     continue
-                if sub.guard is not None and (reason := sub.guard()) is not None:
-                    raise AccessDenied(reason)
+                if sub.guard is not None:
+                    _budget.begin_request()
+                    if (reason := sub.guard()) is not None:
+                        raise AccessDenied(reason)
                 batch, selected = item
                 for update in _v04_updates(batch, selected, raw):
                     yield update

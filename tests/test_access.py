@@ -365,3 +365,56 @@ def test_a_write_staged_before_a_revoke_fails_at_commit(tmp_path, kind):
         assert store.view.vars[var.id].value == 1
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_io_api_registers_variables_and_their_rules_in_one_commit(tmp_path, kind):
+    """What export/import uses: rules_of, checked_rules, stage_rules, stage_rules_for_put."""
+    from dspex_notebook import VariableSpec
+    from dspex_notebook.server import Store, access
+    from dspex_notebook.server.backends import MemoryBackend, SQLiteBackend
+    from dspex_notebook.server.writes import stage_register
+
+    path = str(tmp_path / "s.db")
+    backend = MemoryBackend() if kind == "memory" else SQLiteBackend(path)
+    store = Store(backend)
+    rules = access.checked_rules([{"session_pattern": "b*", "permissions": ["observe", "read"]}],
+                                 "x")
+    assert rules == [{"session_pattern": "b*", "permissions": ["read", "observe"],
+                      "conditions": {}}]
+    try:
+        store.init_session("owner", "a", {})
+        store.init_session("owner", "b", {})
+        commit, created = stage_register(store.view, store.limits, store.view.sessions["a"],
+                                         [VariableSpec("x", "integer", 1)], {}, {}, "owner", 0.0)
+        access.stage_rules_for_put(commit, commit.puts[0], rules)
+        revision = store._commit(commit, "owner")
+        var = created[0]
+        assert var.id and access.rules_of(store.view, var.id) == rules
+        assert store.get("owner", "b", var.id).value == 1  # the rule works at once
+        assert store.view.docs[(access.KIND, var.id)].mod_revision == revision
+        if kind == "sqlite":  # the new variable's rules were persisted under its id
+            store.close()
+            store = Store(SQLiteBackend(path))
+            assert access.rules_of(store.view, var.id) == rules
+        commit2 = dn_commit()
+        access.stage_rules(commit2, store.view, var.id, "a", [])
+        store._commit(commit2, "owner")
+        assert access.rules_of(store.view, var.id) == []
+        commit3 = dn_commit()
+        access.stage_rules(commit3, store.view, var.id, "a", rules)
+        store._commit(commit3, "owner")
+    finally:
+        store.close()
+    if kind == "sqlite":  # persisted under the assigned id
+        again = Store(SQLiteBackend(path))
+        try:
+            assert access.rules_of(again.view, var.id) == rules
+        finally:
+            again.close()
+
+
+def dn_commit():
+    from dspex_notebook.server.backends import Commit
+
+    return Commit()

@@ -48,13 +48,20 @@ session.
 
 API for other server modules (export/import):
 
-* :func:`rules_of(view, var_id) <rules_of>` → the variable's rules (normalized, JSON-able);
+* :func:`rules_of(view, var_id) <rules_of>` → the variable's rules (normalized, JSON-able;
+  ``[]`` when none);
 * :func:`checked_rules(raw, var_name) <checked_rules>` → validated, normalized rules (raises
-  :class:`InvalidArgument` naming the rule and field);
-* :func:`stage_rules(commit, view, var_id, session_id, rules) <stage_rules>` → add the rules
-  document (or its deletion, for ``[]``) and the DocCompare on its current revision to a
-  commit being built (pass ``var_id=""``-less ids only: the variable must have its id; for a
-  variable registered in the same commit use :func:`rules_doc` after the backend assigned it).
+  :class:`InvalidArgument` naming the variable, the rule and the field);
+* :func:`stage_rules(commit, view, var_id, session_id, rules) <stage_rules>` → add to a commit
+  being built the rules document of an EXISTING variable (``[]``: its deletion) and the
+  :class:`DocCompare` on its current revision;
+* :func:`stage_rules_for_put(commit, put, rules) <stage_rules_for_put>` → the same for a
+  variable the same commit registers (``put.var.id`` is still empty: the document's key is
+  the id the backend assigns, read after :meth:`Commit.stamp`), so an import writes variables
+  and their rules as one atomic commit.
+
+Both take checked rules; the store's commit pipeline does the rest (persisting, applying to
+``view.docs``, re-checking live cross-session watches).
 """
 
 from __future__ import annotations
@@ -65,7 +72,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import AccessDenied, DspexError, InvalidArgument, ResourceLimitExceeded
 from .._patterns import MAX_PATTERN_LENGTH, glob_matcher
-from .backends.base import Commit, DocCompare, DocRow, StoredVariable
+from .backends.base import Commit, DocCompare, DocRow, Put, StoredVariable
 
 if TYPE_CHECKING:
     from .events import Subscription
@@ -238,6 +245,32 @@ def stage_rules(commit: Commit, view: View, var_id: str, session_id: str,
     current = view.docs.get((KIND, var_id))
     commit.doc_compares.append(DocCompare(KIND, var_id, current.mod_revision if current else 0))
     commit.docs.append(rules_doc(var_id, session_id, rules))
+
+
+class _PendingRules(DocRow):
+    """The rules document of a variable registered in the same commit: its key is the
+    variable's id, which the backend assigns when it stamps the commit."""
+
+    __slots__ = ("_put",)
+
+    def __init__(self, put: Put, rules: list[dict[str, Any]]) -> None:
+        self._put = put
+        DocRow.__init__(self, KIND, "", put.var.session_id, {"rules": rules})
+
+    @property
+    def key(self) -> str:
+        return self._put.var.id
+
+    @key.setter
+    def key(self, value: str) -> None:  # DocRow's __init__ sets it; the put's id wins
+        pass
+
+
+def stage_rules_for_put(commit: Commit, put: Put, rules: list[dict[str, Any]]) -> None:
+    """Add the rules (already :func:`checked_rules`; ``[]``: none) of the variable ``put``
+    registers in ``commit`` (no compare: a document of a new id cannot exist yet)."""
+    if rules:
+        commit.docs.append(_PendingRules(put, rules))
 
 
 def allowed(view: View, var: StoredVariable, session_id: str, principal: str,

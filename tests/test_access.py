@@ -303,6 +303,35 @@ async def test_revoking_observe_at_the_wire_is_permission_denied(srv):
             await channel.close()
 
 
+async def test_deleting_the_variable_ends_another_sessions_watch(srv):
+    async with as_(srv, "alice", "alice_owner") as owner, as_(srv, "bob", "bob_1") as other:
+        var_id = await owner.register_variable("d", "integer", 0)
+        await owner.set_variable_permissions("d", [{"session_pattern": "any",
+                                                    "permissions": ["observe"]}])
+        watch = other.watch_variable(var_id)
+        assert (await asyncio.wait_for(watch.__anext__(), 30)).kind == "initial"
+        await owner.delete_variable("d")
+        await owner.register_variable("d", "integer", 99)  # same name, new id, no rules
+        with pytest.raises(dn.AccessDenied, match="was deleted"):
+            await asyncio.wait_for(watch.__anext__(), 30)
+
+
+async def test_revoking_optimize_refuses_the_next_trial(srv):
+    async with as_(srv, "alice", "alice_owner") as owner, as_(srv, "bob", "bob_1") as other:
+        var_id = await owner.register_variable("k", "integer", 1, constraints={"min": 0, "max": 9})
+        await owner.set_variable_permissions("k", [{"session_pattern": "bob_*",
+                                                    "permissions": ["optimize"]}])
+        await other.start_optimization(var_id, "grid_search", {"n_points": 5}, max_iterations=5)
+        trial = await other.next_trial(var_id)
+        assert trial is not None
+        await owner.set_variable_permissions("k", [])
+        with pytest.raises(dn.AccessDenied, match="no 'optimize' permission"):
+            await other.report_trial(var_id, trial.id, 1.0)
+        with pytest.raises(dn.AccessDenied):
+            await other.next_trial(var_id)
+        await owner.stop_optimization("k")  # the owner still may
+
+
 async def test_a_watch_without_observe_is_refused(srv):
     async with as_(srv, "alice", "alice_owner") as owner, as_(srv, "bob", "bob_1") as other:
         var_id = await owner.register_variable("o3", "integer", 0)

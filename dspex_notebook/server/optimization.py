@@ -261,7 +261,11 @@ class Optimizations:
                          has_proposal: bool = False) -> tuple[dict[str, Any] | None, Run]:
         """The trial to evaluate (the pending one again if not yet reported), or None when
         the run is over. Writes the proposal to the variable."""
-        var, run = self._run_of(principal, session_id, ident, run_id, active=False)
+        # from another session: 'optimize', compared again in the write's commit (the
+        # suggestion is awaited in between, so a revoke may land meanwhile)
+        doc_compares: list[Any] = []
+        var, run = self._run_of(principal, session_id, ident, run_id, active=False,
+                                compares=doc_compares)
         if run is None:
             raise InvalidArgument(f"variable {var.name!r} is not being optimized")
         async with run.lock:
@@ -298,7 +302,8 @@ class Optimizations:
             self._commit(Commit(
                 [Put(new, "set", f"optimizer_{run.id}", meta)],
                 compares=[Compare(var.session_id, var.name, var.id, var.version)],
-                runs=[run.row], trials=[TrialRow(run.id, trial["iteration"], trial)], ts=now),
+                runs=[run.row], trials=[TrialRow(run.id, trial["iteration"], trial)],
+                doc_compares=doc_compares, ts=now),
                 principal)
             run.trials.append(trial)
             return trial, run
@@ -311,6 +316,9 @@ class Optimizations:
         if run is None:
             raise InvalidArgument(f"variable {var.name!r} is not being optimized")
         async with run.lock:
+            # the lock may have been awaited: check 'optimize' again with no await between the
+            # check and the trial's update (a report writes no variable, so no compare)
+            self.store.reach(principal, session_id, ident, "optimize")
             run.touch()
             if not 1 <= trial_id <= len(run.trials):
                 raise InvalidArgument(f"run {run.id!r} has no trial {trial_id}")

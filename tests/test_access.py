@@ -103,6 +103,9 @@ async def test_a_shared_session_is_joined_by_principals_whose_patterns_allow_it(
     async with as_(srv, "alice", "shared") as a, as_(srv, "bob", "shared") as b:
         await a.register_variable("n", "integer", 1)
         assert await b.get_variable("n") == 1  # bob joined alice's session (both may)
+        assert [x["session_id"] for x in await b._bridge.list_sessions()] == ["shared"]
+        with pytest.raises(dn.AccessDenied, match="only the principal that created"):
+            await b.cleanup()  # joining is not owning
         with pytest.raises(dn.AccessDenied):
             async with as_(srv, "admin", "shared"):
                 pass

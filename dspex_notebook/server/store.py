@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._errors import DspexError, ResourceLimitExceeded, SessionNotFoundError
+from .._errors import AccessDenied, DspexError, ResourceLimitExceeded, SessionNotFoundError
 from .._names import check_identifier
 from .._patterns import glob_matcher
 from .._values import VariableSpec
@@ -151,6 +151,9 @@ class Store:
         if session_id not in self.view.sessions:
             return 0, self.revision
         sess = self._session(principal, session_id)
+        if sess.row.principal != principal:  # joining a session is not owning it
+            raise AccessDenied(f"only the principal that created session {session_id!r} may "
+                               "clean it up")
         now = self._clock()
         deletes = [Delete(self.view.vars[vid], principal, {}) for vid in sess.by_name.values()]
         removed = len(deletes)

@@ -68,7 +68,8 @@ class DSPyOptimizationBridge:
 
         For each predictor (``named_predictors()``) and each knob, the value in effect is the
         predictor's ``config`` entry, else its LM's (``predictor.lm``, else ``lm``, else
-        ``dspy.settings.lm``) kwarg; knobs with no value in effect are skipped. Names are
+        ``dspy.settings.lm``) kwarg; a knob with no value in effect is bound only if its variable
+        already exists. Names are
         ``<prefix><knob>`` for a one-predictor program (``cot_temperature``), else
         ``<prefix><path>_<knob>``. A variable that already exists keeps its value and the
         program takes it (the session is the source of truth); new ones start at the
@@ -102,28 +103,30 @@ class DSPyOptimizationBridge:
                 value = predictor.config.get(key)
                 if value is None and in_effect is not None:
                     value = getattr(in_effect, "kwargs", {}).get(key)
-                if value is not None:
-                    name = variable_name(variable_prefix, path, key, len(predictors) == 1)
-                    plan[name] = (Target(path, key), value)
+                name = variable_name(variable_prefix, path, key, len(predictors) == 1)
+                plan[name] = (Target(path, key), value)
         program = variable_prefix.rstrip("_") or type(dspy_module).__name__
-        await self._ensure(plan, program)
+        bound = await self._ensure(plan, program)
         old = self._bindings.pop(id(dspy_module), None)
         if old is not None:
             await old.aclose()
-        binding = ProgramBinding(self.session_context, dspy_module,
-                                 {name: str(t) for name, (t, _v) in plan.items()}, lm=lm)
+        mappings = {name: str(plan[name][0]) for name in plan if name in bound}
+        binding = ProgramBinding(self.session_context, dspy_module, mappings, lm=lm)
         await (binding.follow() if follow else binding.refresh())
         self._bindings[id(dspy_module)] = binding
-        return {name: str(target) for name, (target, _v) in plan.items()}
+        return mappings
 
-    async def _ensure(self, plan: Mapping[str, tuple[Target, Any]], program: str) -> None:
+    async def _ensure(self, plan: Mapping[str, tuple[Target, Any]], program: str) -> set[str]:
+        """Register the planned variables that do not exist and have a value in effect;
+        return the names that exist afterwards."""
         if not plan:
-            return
+            return set()
         existing = await self.session_context.get_variables(
             list(plan), defaults=dict.fromkeys(plan, _MISSING))
+        bound = {name for name in plan if existing[name] is not _MISSING}
         new = []
         for name, (target, value) in plan.items():
-            if existing[name] is not _MISSING:
+            if name in bound or value is None:
                 continue
             assert target.key is not None
             type_name, limits = KNOBS[target.key]
@@ -139,6 +142,7 @@ class DSPyOptimizationBridge:
                                      META_ROLE: "parameter"}})
         if new:
             await self.session_context.register_variables(new)
+        return bound | {spec["name"] for spec in new}
 
     def binding_for(self, dspy_module: Any) -> ProgramBinding:
         """The binding :meth:`sync_dspy_parameters` made for ``dspy_module``.

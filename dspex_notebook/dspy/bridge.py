@@ -124,7 +124,7 @@ class DSPyOptimizationBridge:
         existing = await self.session_context.get_variables(
             list(plan), defaults=dict.fromkeys(plan, _MISSING))
         bound = {name for name in plan if existing[name] is not _MISSING}
-        new = []
+        new: list[dict[str, Any]] = []
         for name, (target, value) in plan.items():
             if name in bound or value is None:
                 continue

@@ -54,7 +54,7 @@ class VariableAwareOptimizer:
         self.kwargs = dict(kwargs)
         self.teacher_lm = teacher_lm
         self.prefix = f"{optimizer_class.__name__.lower()}_" if result_prefix is None else result_prefix
-        self._init = _parameters(optimizer_class.__init__)
+        self._init = _parameters(optimizer_class)  # the signature of a class is its __init__'s
         self._compile = _parameters(getattr(optimizer_class, "compile", None))
         for setting in self.variable_mappings:
             self._kind(setting)  # unknown settings fail here, not at compile time

@@ -20,6 +20,7 @@ from ._access import SessionAccess
 from ._load import load_dspy
 
 dspy = load_dspy()
+_Module: Any = dspy.Module  # a base class mypy cannot see through the lazy import
 
 Factory = Callable[..., Any]  # factory(signature, tools=[...]) -> dspy.Module
 
@@ -93,7 +94,7 @@ class ModuleVariableResolver:
         return module
 
 
-class VariableModule(dspy.Module):  # type: ignore[misc]
+class VariableModule(_Module):
     """A ``dspy.Module`` that dispatches to the strategy its variable names (see the module
     docstring). ``await m.forward(...)``/``await m.acall(...)`` run it off the event loop;
     ``m(...)`` runs it synchronously (inside other programs, ``dspy.Evaluate``, teleprompters)."""
@@ -115,7 +116,7 @@ class VariableModule(dspy.Module):  # type: ignore[misc]
         self.strategy = strategy
         return module
 
-    async def forward(self, **inputs: Any) -> Any:  # type: ignore[override]
+    async def forward(self, **inputs: Any) -> Any:
         """Read the variable, then run that strategy in a worker thread (DSPy settings of the
         caller, ``dspy.context`` included, are carried into it)."""
         strategy = (await self._resolver.access.values([self.variable]))[self.variable]

@@ -40,6 +40,8 @@ USAGE = """\
                                       start a server-held run; FUNC(value) -> float or dict
 %var status NAME                      the variable's optimization run
 %var stop NAME                        stop it (the best value found stays)
+%var dspy [list|sync PROGRAM [--prefix P]|push PROGRAM|pull PROGRAM]
+                                      DSPy programs' LM settings as variables (%var dspy help)
 %%var                                 register/update many variables from a YAML block, atomically:
     temperature: {type: float, value: 0.7, constraints: {min: 0, max: 2}}
     max_tokens: 512
@@ -47,7 +49,7 @@ USAGE = """\
 
 
 SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
-               "cache", "optimize", "status", "stop", "history", "rollback", "help")
+               "cache", "optimize", "status", "stop", "history", "rollback", "help", "dspy")
 
 
 class DspexMagicError(UsageError):
@@ -170,6 +172,14 @@ class DspexMagics(Magics):
             return self.optimize(rest)
         if head == "history":
             return self.history(rest)
+        if head == "dspy":  # the optional DSPy integration (dspex_notebook/dspy/_magic.py)
+            from ..dspy._magic import USAGE as DSPY_USAGE
+            from ..dspy._magic import dspy_command
+
+            if rest[:1] == ["help"]:
+                print(DSPY_USAGE)
+                return None
+            return dspy_command(self, rest)
         if head == "rollback":
             return self.rollback(rest)
         if head in ("status", "stop"):
@@ -369,5 +379,5 @@ def complete_var(shell: Any, event: Any) -> list[str]:
     words = event.line.split()
     if len(words) <= 1 or (len(words) == 2 and not event.line.endswith(" ")):
         return ["list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
-                "status", "stop", "history", "rollback", "help", *names]
+                "status", "stop", "history", "rollback", "dspy", "help", *names]
     return names

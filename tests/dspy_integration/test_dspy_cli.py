@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 from dspy_helpers import need_dspy
 
@@ -15,7 +16,7 @@ from dspex_notebook.testing import running_server, session_for  # noqa: E402
 
 
 def test_cli_lists_parameters_and_results(capsys):
-    with running_server(write_runtime_file=True) as srv:
+    with running_server(os.environ["DSPEX_DB"], write_runtime_file=True) as srv:  # the default store
         async def fill() -> None:
             async with session_for(srv, "default") as ctx:
                 await ctx.register_variable("unrelated", "float", 1.0)
@@ -35,5 +36,5 @@ def test_cli_lists_parameters_and_results(capsys):
         rows = json.loads(capsys.readouterr().out)
         assert [r["name"] for r in rows] == ["qa_temperature", "qa_max_tokens"]
         assert rows[1]["value"] == 10 and rows[1]["target"] == "self.config.max_tokens"
-        assert cli.main(["dspy", "--session", "empty"]) == 0
-        assert "no DSPy-bound variables" in capsys.readouterr().out
+        assert cli.main(["dspy", "--session", "nobody"]) == 1  # reads never create a session
+        assert "nobody" in capsys.readouterr().err

@@ -65,4 +65,6 @@ def test_dspy_usage_errors_are_one_line(ext, capsys):
         var(ext, "dspy sync plain --knobs warmth")
     var(ext, "dspy help")
     assert "%var dspy sync PROGRAM" in capsys.readouterr().out
+    var(ext, "help dspy")
+    assert capsys.readouterr().out.startswith("%var dspy [list|sync PROGRAM")
     assert "no DSPy-bound variables" in repr(var(ext, "dspy list"))

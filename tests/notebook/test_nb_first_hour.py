@@ -183,7 +183,7 @@ def test_help_for_one_command(ext, capsys):
     var(ext, "help extra")
     assert capsys.readouterr().out == (
         "%var help: no command 'extra'; the commands are: list, info, register, del, watch, "
-        "unwatch, stats, cache, optimize, status, stop, history, rollback, help (`%var help` "
+        "unwatch, stats, cache, optimize, status, stop, history, rollback, dspy, help (`%var help` "
         "shows them all)\n")
     var(ext, "help register")
     out = capsys.readouterr().out

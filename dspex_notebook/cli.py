@@ -11,6 +11,7 @@
     dspex-notebook status NAME | stop NAME | trials NAME [--limit N] [--json]   (optimization runs)
     dspex-notebook history NAME [--limit N] [--json] | rollback NAME VERSION [--reason TEXT]
     dspex-notebook permissions NAME [--set RULES] [--check PERMISSION [--as SESSION]] [--json]
+    dspex-notebook dspy [--json] [--session S] ...         (variables bound to DSPy programs)
     dspex-notebook enable|disable [--sys-prefix]           (load the extension in every kernel)
 
 The client commands use the running server of the store they are given (``--db``; the default
@@ -351,6 +352,21 @@ def _permissions(args: argparse.Namespace) -> int:
     return _client(args, work)
 
 
+def _dspy(args: argparse.Namespace) -> int:
+    """Variables made by the DSPy integration (no dspy needed: it reads their metadata)."""
+    from .dspy._listing import DSPyTable, dspy_rows
+
+    async def work(ctx) -> int:
+        rows = dspy_rows(await ctx.list_variables(None))
+        if args.json:
+            print(json.dumps([{**r, "value": _jsonable(r["value"])} for r in rows], default=str))
+        else:
+            print(repr(DSPyTable(rows)))
+        return 0
+
+    return _client(args, work)
+
+
 def _enable(args: argparse.Namespace) -> int:
     from .notebook.kernel_config import config_path, set_enabled
 
@@ -476,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
     perm.add_argument("--json", action="store_true")
     client_options(perm)
     perm.set_defaults(func=_permissions)
+
+    dspy_ = sub.add_parser("dspy", help="variables bound to DSPy programs (LM settings, results)")
+    dspy_.add_argument("--json", action="store_true")
+    client_options(dspy_)
+    dspy_.set_defaults(func=_dspy)
 
     for name, text in (("enable", "load the extension in every new IPython kernel"),
                        ("disable", "stop loading the extension in new kernels")):

@@ -45,6 +45,8 @@ USAGE = """\
                                       start a server-held run; FUNC(value) -> float or dict
 %var status NAME                      the variable's optimization run
 %var stop NAME                        stop it (the best value found stays)
+%var dspy [list|sync PROGRAM [--prefix P]|push PROGRAM|pull PROGRAM]
+                                      DSPy programs' LM settings as variables (%var dspy help)
 %var help [COMMAND]                   this list, or one command's lines
 %%var [--replace]                     register/update many variables from a YAML block, atomically:
     temperature: {type: float, value: 0.7, constraints: {min: 0, max: 2}}
@@ -54,10 +56,10 @@ USAGE = """\
 
 SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
                "cache", "optimize", "status", "stop", "history", "rollback", "permissions",
-               "help")
+               "dspy", "help")
 #: what completion offers after ``%var `` (aliases left out)
 COMPLETED = ("list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
-             "status", "stop", "history", "rollback", "permissions", "help")
+             "status", "stop", "history", "rollback", "permissions", "dspy", "help")
 
 
 def _help(topic: str) -> str:
@@ -209,6 +211,14 @@ class DspexMagics(Magics):
             return self.optimize(rest)
         if head == "history":
             return self.history(rest)
+        if head == "dspy":  # the optional DSPy integration (dspex_notebook/dspy/_magic.py)
+            from ..dspy._magic import USAGE as DSPY_USAGE
+            from ..dspy._magic import dspy_command
+
+            if rest[:1] == ["help"]:
+                print(DSPY_USAGE)
+                return None
+            return dspy_command(self, rest)
         if head == "rollback":
             return self.rollback(rest)
         if head == "permissions":

@@ -183,8 +183,8 @@ def test_help_for_one_command(ext, capsys):
     var(ext, "help extra")
     assert capsys.readouterr().out == (
         "%var help: no command 'extra'; the commands are: list, info, register, del, watch, "
-        "unwatch, stats, cache, optimize, status, stop, history, rollback, permissions, help "
-        "(`%var help` shows them all)\n")
+        "unwatch, stats, cache, optimize, status, stop, history, rollback, permissions, dspy, "
+        "help (`%var help` shows them all)\n")
     var(ext, "help register")
     out = capsys.readouterr().out
     assert out.startswith("%var register NAME TYPE VALUE") and "--replace" in out

@@ -10,6 +10,7 @@ one closed-pipe run as subprocesses).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -26,6 +27,10 @@ from dspex_notebook.testing import running_server, session_for
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
+    # what an earlier test left for the garbage collector (asyncio's "Task was destroyed but it
+    # is pending" notes go to stderr) is collected before, not during, the command
+    gc.collect()
+    capsys.readouterr()
     code = cli.main(list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err

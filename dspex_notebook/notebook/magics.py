@@ -30,6 +30,8 @@ USAGE = """\
 %var del NAME [NAME ...]              delete variables
 %var watch NAME [NAME ...]            a live display of the variables, updated as they change
 %var unwatch [NAME ...]               stop live displays (all, or those showing NAME)
+%var widget NAME [NAME ...] [--throttle-ms N] [--on-release]
+                                      controls bound both ways (alias: %var slider)
 %var stats [NAME]                     access statistics (server counts + this client's cache)
 %var cache [--ttl S] [--max-size N] [--policy lru|lfu|fifo]
                                       show (or change) this client's cache
@@ -47,7 +49,7 @@ USAGE = """\
 
 
 SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
-               "cache", "optimize", "status", "stop", "history", "rollback", "help")
+               "cache", "optimize", "status", "stop", "history", "rollback", "help", "widget", "slider")
 
 
 class DspexMagicError(UsageError):
@@ -160,6 +162,8 @@ class DspexMagics(Magics):
             return self.watch(rest)
         if head == "unwatch":
             return self.unwatch(rest)
+        if head in ("widget", "slider"):
+            return self.widget(head, rest)
         if head == "stats":
             if len(rest) > 1:
                 raise UsageError("usage: %var stats [NAME]")
@@ -217,6 +221,15 @@ class DspexMagics(Magics):
         view = LiveView(self.notebook_session, names)
         self.views.append(view)
         return view
+
+    def widget(self, head: str, argv: list[str]) -> Any:
+        from .panels import widget_panel
+
+        if self.notebook_session is None:
+            raise UsageError("dspex_notebook is not connected; run %load_ext dspex_notebook")
+        panel = widget_panel(self.notebook_session, argv, f"%var {head}")
+        self.views.append(panel)  # %var unwatch and unloading the extension stop it
+        return panel
 
     def unwatch(self, names: list[str]) -> None:
         stopped = [v for v in self.views if not names or set(names) & set(v.names)]
@@ -369,5 +382,5 @@ def complete_var(shell: Any, event: Any) -> list[str]:
     words = event.line.split()
     if len(words) <= 1 or (len(words) == 2 and not event.line.endswith(" ")):
         return ["list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
-                "status", "stop", "history", "rollback", "help", *names]
+                "status", "stop", "history", "rollback", "help", "widget", "slider", *names]
     return names

@@ -1,0 +1,53 @@
+"""``%var widget`` / ``%var slider`` in a real InteractiveShell (the extension's own IO thread and
+embedded server; no browser: widgets talk to ipywidgets' default comm)."""
+
+from __future__ import annotations
+
+import ipywidgets
+import pytest
+from IPython.core.error import UsageError
+from test_nb_watch import other_client_sets, wait_until
+
+from dspex_notebook.notebook.magics import DspexMagicError
+from dspex_notebook.widgets import VariablePanel
+
+
+def var(ip, line: str):
+    return ip.run_line_magic("var", line)
+
+
+def test_widget_panel_follows_the_server_and_unwatch_stops_it(ext):
+    var(ext, "register lr float 0.5 --min 0 --max 2 --step 0.05")
+    var(ext, "register flag boolean True")
+    panel = var(ext, "widget lr flag --throttle-ms 0")
+    assert isinstance(panel, VariablePanel) and panel.names == ["lr", "flag"]
+    slider = panel.bindings["lr"].widget
+    assert isinstance(slider, ipywidgets.FloatSlider) and slider.step == 0.05
+    assert isinstance(panel.bindings["flag"].widget, ipywidgets.Checkbox)
+    assert wait_until(lambda: set(panel.status.values()) == {"live"})
+    other_client_sets(ext, "lr", 1.5)
+    assert wait_until(lambda: slider.value == 1.5)
+    slider.set_state({"value": 0.25})  # what a browser message does
+    assert wait_until(lambda: var(ext, "lr") == 0.25)
+    var(ext, "unwatch lr")
+    assert wait_until(lambda: set(panel.status.values()) == {"unlinked"})
+
+
+def test_slider_alias_and_on_release(ext):
+    var(ext, "register n integer 3 --min 0 --max 9")
+    panel = var(ext, "slider n --on-release")
+    assert panel.bindings["n"].widget.continuous_update is False
+    panel.stop()
+
+
+def test_widget_errors_are_one_line(ext):
+    with pytest.raises(UsageError, match="usage"):
+        var(ext, "widget")
+    with pytest.raises(UsageError, match="not variable names"):
+        var(ext, "widget 'a b'")
+    with pytest.raises(DspexMagicError, match="VariableNotFoundError") as info:
+        var(ext, "widget nope")
+    assert "\n" not in str(info.value)
+    var(ext, "register ok integer 1")
+    with pytest.raises(DspexMagicError):  # the first control is released again
+        var(ext, "widget ok missing")

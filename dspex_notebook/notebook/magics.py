@@ -39,7 +39,9 @@ USAGE = """\
 %var rollback NAME VERSION [--reason TEXT]
                                       write VERSION's value as a new version
 %var optimize NAME --objective FUNC [--optimizer bayesian] [--max-iterations N] [--config YAML]
-                                      start a server-held run; FUNC(value) -> float or dict
+                                      start a server-held run; FUNC(value) -> float or dict;
+                                      shows its live panel (--no-panel: just the run id)
+%var optimize NAME                    the live panel of NAME's current (or last) run
 %var status NAME                      the variable's optimization run
 %var stop NAME                        stop it (the best value found stays)
 %%var                                 register/update many variables from a YAML block, atomically:
@@ -283,16 +285,23 @@ class DspexMagics(Magics):
         print(f"{ns.name}: version {version} = version {ns.version}'s value")
         return version
 
-    def optimize(self, argv: list[str]) -> str:
+    def optimize(self, argv: list[str]) -> Any:
         import yaml
 
         p = _Parser(prog="%var optimize", add_help=False)
         p.add_argument("name")
-        p.add_argument("--objective", required=True, help="a function in the notebook namespace")
+        p.add_argument("--objective", help="a function in the notebook namespace")
         p.add_argument("--optimizer", default="bayesian")
         p.add_argument("--max-iterations", type=int, default=100)
         p.add_argument("--config", default=None, help="YAML/JSON mapping")
+        p.add_argument("--no-panel", action="store_true", help="print the run id, no live panel")
         ns = p.parse_args(argv)
+        if ns.objective is None:  # show the panel of the variable's current (or last) run
+            from .panels import optimization_panel
+
+            panel = optimization_panel(self.notebook_session, ns.name, self.timeout)
+            self.views.append(panel)
+            return panel
         try:
             objective = self._eval(ns.objective)
         except Exception as exc:
@@ -310,7 +319,13 @@ class DspexMagics(Magics):
             ns.name, ns.optimizer, config, ns.max_iterations, objective=objective))
         print(f"{ns.name}: {ns.optimizer} run {run_id} started (%var status {ns.name}, "
               f"%var stop {ns.name})")
-        return run_id
+        if ns.no_panel:
+            return run_id
+        from ..widgets import OptimizationPanel
+
+        panel = OptimizationPanel(self.notebook_session, ns.name)
+        self.views.append(panel)  # %var unwatch NAME stops refreshing it
+        return panel
 
     def status(self, name: str) -> Any:
         from .._display import OptimizationStatus

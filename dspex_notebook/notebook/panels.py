@@ -1,8 +1,9 @@
 """The ``%var`` subcommands that show live widgets: argument parsing and construction only.
 
 ``%var widget NAME [NAME ...]`` (alias ``%var slider``) shows a
-:class:`~dspex_notebook.widgets.VariablePanel`. The magics module dispatches here, so that it
-stays a list of subcommands.
+:class:`~dspex_notebook.widgets.VariablePanel`; ``%var optimize NAME`` (no ``--objective``) the
+:class:`~dspex_notebook.widgets.OptimizationPanel` of NAME's run. The magics module dispatches
+here, so that it stays a list of subcommands.
 """
 
 from __future__ import annotations
@@ -52,3 +53,18 @@ def widget_panel(session: Any, argv: list[str], prog: str = "%var widget") -> An
                              continuous_update=not ns.on_release)
     except DspexError as exc:
         raise _one_line(exc) from None
+
+
+def optimization_panel(session: Any, name: str, timeout: float = 10.0) -> Any:
+    """``%var optimize NAME`` without ``--objective``: the panel of NAME's current or last run
+    (a second notebook sees the same run)."""
+    from ..widgets import OptimizationPanel
+
+    try:
+        status = session.portal.run(session.context.get_optimization_status(name), timeout)
+    except DspexError as exc:
+        raise _one_line(exc) from None
+    if not status.get("optimization_id"):
+        raise UsageError(f"%var optimize {name}: {name!r} has no optimization run to show; "
+                         "start one with --objective FUNC")
+    return OptimizationPanel(session, name, timeout=timeout)

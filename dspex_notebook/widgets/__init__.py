@@ -10,7 +10,8 @@ Importing this package imports ipywidgets; ``import dspex_notebook`` does not.
 
 from .binding import SEQ, TAG, Binding
 from .controls import kind_for, make_control, summary_html
+from .optimization import OptimizationPanel
 from .panel import VariablePanel, bind, control_for
 
-__all__ = ["Binding", "SEQ", "TAG", "VariablePanel", "bind", "control_for", "kind_for",
+__all__ = ["Binding", "OptimizationPanel", "SEQ", "TAG", "VariablePanel", "bind", "control_for", "kind_for",
            "make_control", "summary_html"]

@@ -51,3 +51,19 @@ def test_widget_errors_are_one_line(ext):
     var(ext, "register ok integer 1")
     with pytest.raises(DspexMagicError):  # the first control is released again
         var(ext, "widget ok missing")
+
+
+def test_optimize_shows_the_live_panel_and_reopens_it(ext, capsys):
+    from dspex_notebook.widgets import OptimizationPanel
+
+    var(ext, "register n integer 1 --min 0 --max 8")
+    ext.user_ns["closeness"] = lambda n: -abs(n - 6)
+    panel = var(ext, 'optimize n --objective closeness --optimizer grid --config "{n_points: 9}"')
+    assert isinstance(panel, OptimizationPanel) and "started" in capsys.readouterr().out
+    assert wait_until(lambda: "finished (grid_exhausted)" in panel.info.value, timeout=30)
+    assert wait_until(lambda: len(panel.buffer.complete()) == 9)
+    assert panel.progress.value == 9 and panel.progress.max == 9
+    again = var(ext, "optimize n")  # another view of the same (last) run
+    assert again.run_id == panel.run_id
+    var(ext, "unwatch n")
+    assert panel._closed and again._closed

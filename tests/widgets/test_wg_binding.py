@@ -9,7 +9,7 @@ import asyncio
 import ipywidgets
 import numpy as np
 import pytest
-from conftest import sent_values, wait_until
+from wg_helpers import sent_values, wait_until
 
 from dspex_notebook.testing import FakeClock
 from dspex_notebook.widgets import TAG, Binding, bind, control_for
@@ -302,7 +302,7 @@ def test_status_states_connecting_live_pending_deleted(clients):
 
 
 def test_status_reconnecting_then_stale_then_live_again(tmp_path):
-    from conftest import Client
+    from wg_helpers import Client
 
     from dspex_notebook.server import EmbeddedServer
 

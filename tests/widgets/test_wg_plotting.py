@@ -9,7 +9,7 @@ import sys
 import time
 
 import numpy as np
-from conftest import wait_until
+from wg_helpers import wait_until
 
 from dspex_notebook.plotting import SeriesBuffer, TrialBuffer
 from dspex_notebook.plotting.render import draw_series, new_figure, plot_optimization_history, png

@@ -36,6 +36,7 @@ USAGE = """\
 %var cache [--ttl S] [--max-size N] [--policy lru|lfu|fifo]
                                       show (or change) this client's cache
 %var history NAME [--limit N]         the variable's versions, newest first
+%var history NAME --scrubber          a slider over the versions with a Restore button
 %var rollback NAME VERSION [--reason TEXT]
                                       write VERSION's value as a new version
 %var optimize NAME --objective FUNC [--optimizer bayesian] [--max-iterations N] [--config YAML]
@@ -272,7 +273,14 @@ class DspexMagics(Magics):
         p = _Parser(prog="%var history", add_help=False)
         p.add_argument("name")
         p.add_argument("--limit", type=int, default=20)
+        p.add_argument("--scrubber", action="store_true", help="a slider over the versions")
         ns = p.parse_args(argv)
+        if ns.scrubber:
+            from .panels import history_scrubber
+
+            scrubber = history_scrubber(self.notebook_session, ns.name, ns.limit, self.timeout)
+            self.views.append(scrubber)
+            return scrubber
         return HistoryTable(ns.name, self._run(self._ctx.get_variable_history(ns.name, ns.limit)))
 
     def rollback(self, argv: list[str]) -> int:

@@ -68,3 +68,15 @@ def optimization_panel(session: Any, name: str, timeout: float = 10.0) -> Any:
         raise UsageError(f"%var optimize {name}: {name!r} has no optimization run to show; "
                          "start one with --objective FUNC")
     return OptimizationPanel(session, name, timeout=timeout)
+
+
+def history_scrubber(session: Any, name: str, limit: int, timeout: float = 10.0) -> Any:
+    """``%var history NAME --scrubber``: a slider over the versions with a Restore button."""
+    from ..widgets import HistoryScrubber
+
+    if not 0 < limit <= 10_000:
+        raise UsageError(f"%var history: --limit must be 1..10000, got {limit}")
+    try:
+        return HistoryScrubber(session, name, limit=limit, timeout=timeout)
+    except DspexError as exc:
+        raise _one_line(exc) from None

@@ -12,6 +12,7 @@ from .binding import SEQ, TAG, Binding
 from .controls import kind_for, make_control, summary_html
 from .optimization import OptimizationPanel
 from .panel import VariablePanel, bind, control_for
+from .scrubber import HistoryScrubber
 
-__all__ = ["Binding", "OptimizationPanel", "SEQ", "TAG", "VariablePanel", "bind", "control_for", "kind_for",
-           "make_control", "summary_html"]
+__all__ = ["Binding", "HistoryScrubber", "OptimizationPanel", "SEQ", "TAG", "VariablePanel", "bind",
+           "control_for", "kind_for", "make_control", "summary_html"]

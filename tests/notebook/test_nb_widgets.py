@@ -67,3 +67,16 @@ def test_optimize_shows_the_live_panel_and_reopens_it(ext, capsys):
     assert again.run_id == panel.run_id
     var(ext, "unwatch n")
     assert panel._closed and again._closed
+
+
+def test_history_scrubber_magic(ext):
+    from dspex_notebook.widgets import HistoryScrubber
+
+    var(ext, "register h integer 1")
+    var(ext, "h = 2")
+    scrub = var(ext, "history h --scrubber")
+    assert isinstance(scrub, HistoryScrubber) and scrub.slider.max == 1
+    with pytest.raises(UsageError, match="--limit"):
+        var(ext, "history h --scrubber --limit 0")
+    var(ext, "unwatch h")
+    assert scrub._closed

@@ -369,3 +369,31 @@ def test_closing_the_widget_unlinks(clients):
 def test_bind_needs_a_notebook_session():
     with pytest.raises(TypeError, match="needs the notebook's `session`"):
         Binding(ipywidgets.IntSlider(), object(), "x")
+
+
+# ---------------------------------------------------------------------------------------------
+# history scrubber
+
+
+def test_history_scrubber_shows_versions_follows_writes_and_restores(clients):
+    from dspex_notebook.widgets import HistoryScrubber
+
+    a, other = clients(), clients()
+    register(a, "lr", "float", 0.1)
+    for v in (0.2, 0.3):
+        a.run(a.context.set_variable("lr", v, metadata={"reason": f"try {v}"}))
+    scrub = HistoryScrubber(a.session, "lr")
+    assert (scrub.slider.min, scrub.slider.max, scrub.slider.value) == (0, 2, 2)
+    assert "0.3" in scrub.detail.value and "reason=try 0.3" in scrub.detail.value
+    assert scrub.restore.disabled  # the newest version is what the variable holds
+    scrub.slider.value = 0
+    assert "0.1" in scrub.detail.value and "data-version='0'" in scrub.detail.value
+    assert "owner" in scrub.detail.value or "by" in scrub.detail.value
+    other.run(other.context.set_variable("lr", 0.4))  # a new version: the range grows
+    wait_until(lambda: scrub.slider.max == 3, what="the new version")
+    assert scrub.slider.value == 0  # not moved away from what the user looks at
+    scrub.restore_selected()
+    wait_until(lambda: scrub.slider.max == 4 and scrub.slider.value == 4, what="the rollback")
+    assert server_value(a, "lr") == 0.1 and "restored version 0 as version 4" in scrub.detail.value
+    assert history(a, "lr")[0]["metadata"]["rollback_to"] == "0"
+    scrub.stop()

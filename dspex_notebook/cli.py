@@ -9,6 +9,7 @@
     dspex-notebook stats [NAME] [--json] [--session S] ...
     dspex-notebook status NAME | stop NAME | trials NAME [--limit N] [--json]   (optimization runs)
     dspex-notebook history NAME [--limit N] [--json] | rollback NAME VERSION [--reason TEXT]
+    dspex-notebook plot NAME --out FILE.png [--kind trials|values]   (a static figure)
     dspex-notebook enable|disable [--sys-prefix]           (load the extension in every kernel)
 
 Without ``--address`` the commands use the newest running server on this machine (its runtime
@@ -275,6 +276,16 @@ def _rollback(args: argparse.Namespace) -> int:
     return _client(args, work)
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from .plotting.report import save_plot
+
+    async def work(ctx) -> int:
+        print(await save_plot(ctx, args.name, args.out, kind=args.kind, limit=args.limit))
+        return 0
+
+    return _client(args, work)
+
+
 def _enable(args: argparse.Namespace) -> int:
     from .notebook.kernel_config import config_path, set_enabled
 
@@ -368,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--reason", default=None)
     client_options(back)
     back.set_defaults(func=_rollback)
+
+    plot = sub.add_parser("plot", help="a PNG of a variable's optimization trials or values")
+    plot.add_argument("name", metavar="NAME")
+    plot.add_argument("--out", required=True, help="PNG file to write")
+    plot.add_argument("--kind", choices=("trials", "values"), default="trials")
+    plot.add_argument("--limit", type=int, default=1000, help="trials or versions (default 1000)")
+    client_options(plot)
+    plot.set_defaults(func=_plot)
 
     for name, text in (("enable", "load the extension in every new IPython kernel"),
                        ("disable", "stop loading the extension in new kernels")):

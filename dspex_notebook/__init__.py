@@ -7,6 +7,7 @@ against this package's own ``grpc.aio`` server (embedded by default, or ``dspex-
 __version__ = "0.1.0"
 
 from ._cache import VariableCache
+from ._connect import channel
 from ._errors import (
     AccessDenied,
     AuthenticationError,
@@ -53,6 +54,7 @@ __all__ = [
     "VersionConflict",
     "Watch",
     "__version__",
+    "channel",
     "infer_type",
 ]
 

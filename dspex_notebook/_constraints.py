@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import _budget
-from ._errors import ConstraintViolation, InvalidArgument, VariableTypeError, shorten
+from ._errors import ConstraintViolation, InvalidArgument, VariableTypeError, a_or_an, shorten
 from ._patterns import regex_matcher
 from ._types import TYPE_ALIASES, TYPE_NAMES
 
@@ -218,7 +218,7 @@ def validate(type_name: str, value: Any, constraints: Mapping[str, Any], name: s
 def _type_error(name: str, type_name: str, value: Any, extra: str = "") -> VariableTypeError:
     shown = _short(value)
     return VariableTypeError(
-        f"{name!r}: expected a {type_name} value, got {type(value).__name__} {shown}{extra}"
+        f"{name!r}: expected {a_or_an(type_name)} value, got {type(value).__name__} {shown}{extra}"
     )
 
 
@@ -488,7 +488,8 @@ def _walk(value: Any, name: str, depth: int) -> Any:
     tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
     if callable(tolist):
         return _walk(tolist(), name, depth)
-    raise _Bad(VariableTypeError, f"{{path}} is a {type(value).__name__}, which has no JSON form")
+    raise _Bad(VariableTypeError,
+               f"{{path}} is {a_or_an(type(value).__name__)}, which has no JSON form")
 
 
 def _flat(items: Any, name: str, units: int) -> list | None:

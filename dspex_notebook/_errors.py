@@ -36,6 +36,11 @@ _REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
 _REPR.maxlevel = 3
 
 
+def a_or_an(word: str) -> str:
+    """``"a float"``, ``"an integer"``, ``"an embedding"``: for messages."""
+    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
+
+
 class DspexError(Exception):
     """Base class of every error raised deliberately by dspex_notebook."""
 

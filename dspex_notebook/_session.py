@@ -25,6 +25,7 @@ from typing import Any
 
 from ._cache import MISS, VariableCache
 from ._catalog import Catalog
+from ._connect import Locator, require_session
 from ._constraints import canonical_type, validate
 from ._errors import (
     ConstraintViolation,
@@ -75,6 +76,8 @@ class SessionContext:
             raise ValueError("session_id must be a non-empty string")
         self.session_id = session_id
         self._bridge = Bridge(channel, token, timeout)
+        # a caller's own channel may lack the token: take it from the server's runtime file
+        self._bridge.recovery = Locator.for_channel(channel, token)
         self._cache = VariableCache(cache_ttl, cache_max_size)
         self._catalog = Catalog()
         self._cache.key_of = self._catalog.key
@@ -116,11 +119,22 @@ class SessionContext:
         return await connect(cls, session_id, address=address, token=token, db=db,
                              start_server=start_server, metadata=metadata, options=options)
 
-    async def initialize(self, metadata: Mapping[str, str] | None = None) -> SessionContext:
+    async def initialize(self, metadata: Mapping[str, str] | None = None, *,
+                         create: bool = True) -> SessionContext:
         """Check the server (and its codec), create the session if it does not exist, and open
-        the watch stream that keeps the cache coherent (``coherent_cache``)."""
+        the watch stream that keeps the cache coherent (``coherent_cache``).
+
+        ``create=False`` only checks that the session exists (read-only tools).
+
+        Raises:
+            SessionNotFoundError: ``create=False`` and no such session; the message names the
+                sessions that exist, closest match first.
+        """
         await self._bridge.ping("dspex_notebook")
-        await self._bridge.initialize_session(self.session_id, dict(metadata or {}))
+        if create:
+            await self._bridge.initialize_session(self.session_id, dict(metadata or {}))
+        else:
+            await require_session(self._bridge, self.session_id)
         if self._coherent and self._cache.ttl > 0:
             self._hub.start()
         return self
@@ -146,6 +160,9 @@ class SessionContext:
         return await self._bridge.cleanup_session(self.session_id)
 
     async def __aenter__(self) -> SessionContext:
+        """``async with SessionContext(id, channel) as session``: initialized on entry."""
+        if not self._bridge.initialized:
+            await self.initialize()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -342,7 +359,8 @@ class SessionContext:
                     self._put(ident, value, mod_revs[ident], rev)
         absent = [n for n in missing if n not in defaults]
         if absent:
-            raise VariableNotFoundError(f"Variables not found: {', '.join(absent)}")
+            raise VariableNotFoundError(f"Variables not found in session {self.session_id!r}: "
+                                        f"{', '.join(repr(n) for n in absent)}")
         wrapped = include_metadata or include_stats
         for ident in missing:
             result[ident] = ({"value": defaults[ident], "metadata": None,
@@ -450,7 +468,12 @@ class SessionContext:
             VersionConflict (ValueError): ``expected_version`` did not match.
             AccessDenied (PermissionError): the caller may not write it.
         """
-        type_name, send, canonical = await self._prepare_fresh(name, value, type_hint)
+        try:
+            type_name, send, canonical = await self._prepare_fresh(name, value, type_hint)
+        except VariableTypeError as exc:
+            if type_hint is not None or name in self._catalog:
+                raise
+            raise VariableTypeError(f"{exc}; pass type_hint= to choose the type") from None
         started = time.perf_counter()
         try:
             version, rev = await self._bridge.set_variable(
@@ -768,7 +791,8 @@ class SessionContext:
     async def _stats_for(self, idents: list[str]) -> dict[str, dict[str, Any]]:
         server, missing, _watchers = await self._bridge.get_variable_stats(self.session_id, idents)
         if missing:
-            raise VariableNotFoundError(f"Variables not found: {', '.join(missing)}")
+            raise VariableNotFoundError(f"Variables not found in session {self.session_id!r}: "
+                                        f"{', '.join(repr(n) for n in missing)}")
         return {ident: self._stats_entry(entry) for ident, entry in server.items()}
 
     def _stats_entry(self, server: dict[str, Any]) -> dict[str, Any]:
@@ -827,6 +851,13 @@ class SessionContext:
                          eviction_policy: str | None = None) -> None:
         """Change the cache: ``ttl`` seconds (0 disables), ``max_size``, ``'lru'|'lfu'|'fifo'``."""
         self._cache.configure(ttl, max_size, eviction_policy)
+
+    def __getattr__(self, name: str) -> Any:
+        # only for names that are not defined: spec methods not built yet raise Unsupported
+        # ("not available yet") instead of AttributeError; anything else is a real typo
+        from ._planned import method
+
+        return method(type(self).__name__, name)
 
     def __repr__(self) -> str:
         return (f"<SessionContext session_id={self.session_id!r} cached={len(self._cache)} "

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._constraints import canonical_type, check_constraints, validate
-from ._errors import InvalidArgument, VariableTypeError
+from ._errors import InvalidArgument, VariableTypeError, a_or_an
 from ._names import check_name
 
-__all__ = ["VariableSpec", "infer_type"]
+__all__ = ["VariableSpec", "infer_type", "metadata_strings"]
 
 _KEYS = frozenset({"name", "type", "initial_value", "constraints", "metadata", "replace"})
 
@@ -45,7 +45,7 @@ class VariableSpec:
         type_name = canonical_type(type_name)
         cons = check_constraints(type_name, constraints, name)
         return cls(name, type_name, validate(type_name, value, cons, name), cons,
-                   dict(metadata or {}), bool(replace))
+                   metadata_strings(metadata), bool(replace))
 
     @classmethod
     def from_mapping(cls, item: Mapping[str, Any]) -> VariableSpec:
@@ -88,5 +88,48 @@ def infer_type(value: Any) -> str:
     if ndim is not None and hasattr(value, "dtype"):
         return "embedding" if ndim == 1 and value.dtype.kind == "f" else "tensor"
     raise VariableTypeError(
-        f"cannot infer a variable type for a {type(value).__name__}; pass type_hint="
+        f"no variable type fits {a_or_an(type(value).__name__)} value (types: float, integer, string, "
+        "boolean, dict, list, embedding, tensor; choice and module take strings)"
     )
+
+
+def metadata_strings(metadata: Mapping[Any, Any] | None) -> dict[str, str]:
+    """Metadata as the wire carries it (``map<string, string>``).
+
+    Strings are kept as they are. The other JSON scalars are stored as their JSON text, so
+    ``{"batch_num": 3, "final": True, "note": None}`` becomes ``{"batch_num": "3", "final":
+    "true", "note": "null"}`` (read them back with ``json.loads``): the type is not kept,
+    the value's text is. Anything else is refused rather than turned into an unreadable repr.
+
+    Raises:
+        InvalidArgument: a key is not a string, or a value is not a string or JSON scalar
+            (the message names the key and the value's type).
+    """
+    import json
+    import math
+    import numbers
+
+    if not metadata:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidArgument(f"metadata must be a dict of strings, got {a_or_an(type(metadata).__name__)}")
+    out: dict[str, str] = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str):
+            raise InvalidArgument(f"metadata keys must be strings, got {key!r} "
+                                  f"({type(key).__name__})")
+        if isinstance(value, str):
+            out[key] = value
+        elif value is None or isinstance(value, bool) or type(value).__name__ == "bool_":
+            out[key] = json.dumps(None if value is None else bool(value))  # numpy's bool too
+        elif isinstance(value, numbers.Integral):
+            out[key] = str(int(value))
+        elif isinstance(value, numbers.Real) and math.isfinite(float(value)):
+            out[key] = json.dumps(float(value))
+        else:
+            what = "a non-finite float" if isinstance(value, numbers.Real) else \
+                a_or_an(type(value).__name__)
+            raise InvalidArgument(
+                f"metadata[{key!r}] is {what}; metadata values are strings or JSON scalars "
+                "(int, float, bool, None, stored as their JSON text)")
+    return out

@@ -2,9 +2,9 @@
 
     dspex-notebook serve [--host 127.0.0.1] [--port 50051] [--db FILE | --memory] [--token-file F]
     dspex-notebook list [--json]
-    dspex-notebook vars [PATTERN] [--session S] [--address HOST:PORT --token-file F]
+    dspex-notebook vars [PATTERN] [--session S] [--db FILE | --address HOST:PORT --token-file F]
     dspex-notebook get NAME [NAME ...] [--json] [--session S] ...
-    dspex-notebook set NAME VALUE [--session S] ...        (VALUE is YAML/JSON: 0.7, [1, 2], text)
+    dspex-notebook set NAME VALUE [--session S] ...        (VALUE is read by the variable's type)
     dspex-notebook watch NAME [NAME ...] [--json] [--session S] ...   (until Ctrl-C)
     dspex-notebook stats [NAME] [--json] [--session S] ...
     dspex-notebook status NAME | stop NAME | trials NAME [--limit N] [--json]   (optimization runs)
@@ -12,8 +12,11 @@
     dspex-notebook plot NAME --out FILE.png [--kind trials|values]   (a static figure)
     dspex-notebook enable|disable [--sys-prefix]           (load the extension in every kernel)
 
-Without ``--address`` the commands use the newest running server on this machine (its runtime
-file holds the token), e.g. a notebook kernel's embedded server; they never start one.
+The client commands use the running server of the store they are given (``--db``; the default
+store otherwise, the one a notebook kernel's embedded server uses), found through its runtime
+file (which holds the token), or the server at ``--address``. They never start a server, never
+create a session (an unknown one is an error naming those that exist), and say on stderr which
+session, server and store they used (``--quiet`` hides it), so stdout stays parseable.
 """
 
 from __future__ import annotations
@@ -25,14 +28,47 @@ from collections.abc import Sequence
 
 from . import __version__
 
+DEFAULT_PORT = 50051
+
+
+def _port(text: str) -> int:
+    """argparse type of ``--port``: 0-65535 (grpc would silently wrap anything else)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{port} is not a TCP port: use 1-65535, or 0 for any free port")
+    return port
+
+
+def _connect_line(state, host: str, token_file: str | None) -> str:
+    """The one line a client needs to reach this server."""
+    from ._connect import MEMORY, is_default_store
+    from .server.runner import is_loopback
+
+    if not is_loopback(host):  # other machines: no runtime file there, so address + token
+        return (f"connect: DSPEX_ADDRESS={state.address} DSPEX_TOKEN_FILE={token_file} "
+                "dspex-notebook vars   (Python: the same variables, then await "
+                "SessionContext.connect())")
+    if state.db == MEMORY:
+        return (f"connect: dspex-notebook vars --address {state.address}   (Python: await "
+                f"SessionContext.connect(address={state.address!r}))")
+    if is_default_store(state.db):
+        return ("connect: dspex-notebook vars   (Python: await SessionContext.connect(); "
+                "found through the runtime file)")
+    return (f"connect: dspex-notebook vars --db {state.db}   (Python: await "
+            f"SessionContext.connect(db={state.db!r}))")
+
 
 def _serve(args: argparse.Namespace) -> int:
     from .server.runner import MEMORY, ServerConfig, read_token_file, serve_forever
 
-    token = read_token_file(args.token_file) if args.token_file else None
-    cfg = ServerConfig(db=MEMORY if args.memory else args.db, host=args.host, port=args.port,
-                       token=token, retain_revisions=args.retain_revisions)
     try:
+        token = read_token_file(args.token_file, "--token-file") if args.token_file else None
+        cfg = ServerConfig(db=MEMORY if args.memory else args.db, host=args.host, port=args.port,
+                           token=token, retain_revisions=args.retain_revisions)
         cfg.check()
     except ValueError as exc:
         print(f"dspex-notebook serve: {exc}", file=sys.stderr)
@@ -42,6 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
         where = state.runtime_file or "(no runtime file)"
         print(f"dspex-notebook {__version__} serving {state.db} on {state.address}", flush=True)
         print(f"runtime file (address + token, mode 0600): {where}", flush=True)
+        print(_connect_line(state, args.host, args.token_file), flush=True)
 
     try:
         serve_forever(cfg, ready)
@@ -52,6 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from ._connect import describe_store
     from ._runtime import list_servers, runtime_dir
 
     servers = list_servers()
@@ -64,27 +102,31 @@ def _list(args: argparse.Namespace) -> int:
         print(f"no running dspex-notebook servers (runtime dir: {runtime_dir()})")
         return 0
     for info in servers:
-        print(f"{info['address']:<22} pid {info['pid']:<8} db {info.get('db')}")
+        print(f"{info['address']:<22} pid {info['pid']:<8} {describe_store(info.get('db'))}")
     return 0
-
-
-def _connect(args: argparse.Namespace):
-    from ._session import SessionContext
-    from .server.runner import read_token_file
-
-    token = read_token_file(args.token_file) if args.token_file else None
-    # one-shot commands: no watch stream for cache coherence (`watch` opens its own)
-    return SessionContext.connect(args.session, address=args.address, token=token,
-                                  start_server=False, coherent_cache=False)
 
 
 def _client(args: argparse.Namespace, work) -> int:
     import asyncio
 
+    from . import _connect
     from ._errors import DspexError
+    from ._session import SessionContext
+    from .server.runner import read_token_file
+
+    def note(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
 
     async def run() -> int:
-        ctx = await _connect(args)
+        token = read_token_file(args.token_file, "--token-file") if args.token_file else None
+        # one-shot commands: no watch stream for cache coherence (`watch` opens its own), and
+        # the session must exist: reading never creates one
+        ctx = await _connect.connect(
+            SessionContext, args.session, address=args.address, token=token, db=args.db,
+            start_server=False, metadata=None, options={"coherent_cache": False},
+            create=False, via="cli", notify=note)
+        note(f"dspex-notebook: {_connect.describe(ctx)}")
         try:
             return await work(ctx)
         finally:
@@ -92,7 +134,12 @@ def _client(args: argparse.Namespace, work) -> int:
 
     try:
         return asyncio.run(run())
-    except (DspexError, OSError) as exc:
+    except (DspexError, ValueError) as exc:
+        print(f"dspex-notebook {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        raise  # stdout was closed (`| head`): main() leaves quietly
+    except OSError as exc:
         print(f"dspex-notebook {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
@@ -126,15 +173,18 @@ def _get(args: argparse.Namespace) -> int:
 
 
 def _set(args: argparse.Namespace) -> int:
-    import yaml
-
-    try:
-        value = yaml.safe_load(args.value)
-    except yaml.YAMLError as exc:
-        print(f"dspex-notebook set: VALUE is not YAML/JSON: {exc}", file=sys.stderr)
-        return 2
+    from ._errors import InvalidArgument
+    from ._text import value_from_text
 
     async def work(ctx) -> int:
+        # VALUE is read by the variable's type: `off` stays "off" for a choice, `1.10` stays
+        # "1.10" for a string; YAML (JSON) for numbers, booleans, lists, dicts, arrays
+        info = await ctx.get_variable_info(args.name)
+        try:
+            value = value_from_text(args.value, info.type)
+        except InvalidArgument as exc:
+            print(f"dspex-notebook set: {exc}", file=sys.stderr)
+            return 2
         version = await ctx.set_variable(args.name, value, metadata={"source": "python", "via": "cli"})
         print(f"{args.name} = {value!r} (version {version})")
         return 0
@@ -306,9 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run a standalone server in the foreground")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
-    serve.add_argument("--port", type=int, default=50051, help="port (0 = any free port)")
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT,
+                       help=f"port, 1-65535, or 0 for any free port (default: {DEFAULT_PORT})")
     store = serve.add_mutually_exclusive_group()
-    store.add_argument("--db", default=None, help="SQLite store file (default: the user store)")
+    store.add_argument("--db", default=None,
+                       help="SQLite store file (default: the default store, $DSPEX_DB or "
+                            "~/.local/share/dspex-notebook/store.sqlite3)")
     store.add_argument("--memory", action="store_true", help="keep everything in memory")
     serve.add_argument("--token-file", default=None,
                        help="file holding the bearer token (required for a non-loopback --host)")
@@ -323,8 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--session", default="default", help="session id (default: default)")
-        p.add_argument("--address", default=None, help="host:port (default: newest local server)")
-        p.add_argument("--token-file", default=None, help="token for --address")
+        p.add_argument("--db", default=None,
+                       help="use the running server of this store file (default: the default "
+                            "store; `dspex-notebook list` shows each server's store)")
+        p.add_argument("--address", default=None,
+                       help="host:port of the server (instead of finding it by its store)")
+        p.add_argument("--token-file", default=None,
+                       help="token for --address (default: the server's runtime file)")
+        p.add_argument("-q", "--quiet", action="store_true",
+                       help="do not say on stderr which session, server and store were used")
 
     vars_ = sub.add_parser("vars", help="list a session's variables")
     vars_.add_argument("pattern", nargs="?", default=None, help="glob on names")
@@ -332,14 +392,17 @@ def build_parser() -> argparse.ArgumentParser:
     vars_.set_defaults(func=_vars)
 
     get = sub.add_parser("get", help="print variable values")
-    get.add_argument("names", nargs="+")
-    get.add_argument("--json", action="store_true")
+    get.add_argument("names", nargs="+", metavar="NAME")
+    get.add_argument("--json", action="store_true",
+                     help="one JSON object {name: value} (arrays as lists)")
     client_options(get)
     get.set_defaults(func=_get)
 
-    set_ = sub.add_parser("set", help="set a variable (VALUE is YAML/JSON)")
-    set_.add_argument("name")
-    set_.add_argument("value")
+    set_ = sub.add_parser("set", help="set a variable (VALUE is read by its type)")
+    set_.add_argument("name", metavar="NAME")
+    set_.add_argument("value", metavar="VALUE",
+                      help="text, taken as is for string/choice/module variables; YAML/JSON "
+                           "for the others (0.7, true, [1, 2], {a: 1})")
     client_options(set_)
     set_.set_defaults(func=_set)
 
@@ -351,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", help="access statistics of a variable or the whole session")
     stats.add_argument("name", nargs="?", default=None, metavar="NAME")
-    stats.add_argument("--json", action="store_true")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
     client_options(stats)
     stats.set_defaults(func=_stats)
 
@@ -398,8 +461,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    from ._planned import COMMANDS, not_yet
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:  # a spec feature that is not built yet: say so
+        print(f"dspex-notebook {argv[0]}: {not_yet(COMMANDS[argv[0]])}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader went away (`dspex-notebook vars | head`): not an error; point stdout at
+        # devnull so the interpreter's final flush does not complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return code
 
 
 if __name__ == "__main__":

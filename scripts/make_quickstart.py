@@ -7,9 +7,11 @@ cells = [
     new_markdown_cell(
         "# dspex_notebook quickstart\n\n"
         "Typed, versioned variables that live in a server session and are shared by every "
-        "client. `%load_ext dspex_notebook` finds a running `dspex-notebook` server or starts "
-        "the **embedded** one in this kernel (loopback only, random token, SQLite store), "
-        "and puts `session` in the namespace."
+        "client. `%load_ext dspex_notebook` finds the running `dspex-notebook` server of the "
+        "default store (or of the store `%config DspexMagics.db` names) or starts the "
+        "**embedded** one in this kernel (loopback only, random token, SQLite store), puts "
+        "`session` in the namespace, and says which server, store and session it uses. "
+        "`make demo` gives the kernel a fresh store of its own on every run."
     ),
     new_code_cell(
         "%config DspexMagics.session_id = \"quickstart\"\n"

@@ -1,15 +1,19 @@
 """Execute a notebook top to bottom in a fresh kernel and print what each cell shows.
 
-    python scripts/run_notebook.py notebooks/quickstart.ipynb [--timeout 120] [--save OUT]
+    python scripts/run_notebook.py notebooks/quickstart.ipynb [--timeout 120] [--save OUT] [--db FILE]
 
-Exits non-zero (with the failing cell's traceback) if any cell raises. Used by `make demo` and
-by the notebook tests.
+The kernel works on a fresh store of its own (a temporary SQLite file, removed afterwards), so
+every run starts from nothing and the user's default store is never touched; ``--db FILE``
+uses (and keeps) that store instead. Exits non-zero (with the failing cell's traceback) if any
+cell raises. Used by `make demo` and by the notebook tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 
 import nbformat
 from nbclient import NotebookClient
@@ -35,15 +39,23 @@ def main() -> int:
     parser.add_argument("notebook")
     parser.add_argument("--timeout", type=int, default=180, help="seconds per cell")
     parser.add_argument("--save", help="write the executed notebook here")
+    parser.add_argument("--db", help="store for the notebook's kernel (default: a fresh "
+                                     "temporary one, removed afterwards)")
     args = parser.parse_args()
     nb = nbformat.read(args.notebook, as_version=4)
     client = NotebookClient(nb, timeout=args.timeout, kernel_name="python3")
-    try:
-        client.execute()
-        ok = True
-    except CellExecutionError as exc:
-        ok = False
-        error = exc
+    with tempfile.TemporaryDirectory(prefix="dspex-demo-") as scratch:
+        # the kernel inherits the environment: its embedded server opens this store
+        os.environ["DSPEX_DB"] = os.path.abspath(args.db) if args.db else os.path.join(
+            scratch, "store.sqlite3")
+        print(f"store for this run: {os.environ['DSPEX_DB']}"
+              + ("" if args.db else " (fresh, removed afterwards)"))
+        try:
+            client.execute()
+            ok = True
+        except CellExecutionError as exc:
+            ok = False
+            error = exc
     show(nb)
     if args.save:
         nbformat.write(nb, args.save)

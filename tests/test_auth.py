@@ -148,14 +148,16 @@ async def test_two_principals_over_the_wire():
         async with dn.SessionContext("shared-name", channel, token="tok-alice") as alice:
             await alice.initialize()
             await alice.register_variable("x", "integer", 1)
-        async with dn.SessionContext("shared-name", channel, token="tok-bob") as bob:
-            with pytest.raises(dn.AccessDenied) as info:
-                await bob.initialize()
-            assert not isinstance(info.value, dn.AuthenticationError)
-            for call in (lambda: bob.get_variable("x"), lambda: bob.set_variable("x", 2),
-                         bob.list_variables, lambda: bob.delete_variable("x"), bob.cleanup):
-                with pytest.raises(PermissionError):
-                    await call()
+        with pytest.raises(dn.AccessDenied) as info:  # `async with` initializes: refused
+            async with dn.SessionContext("shared-name", channel, token="tok-bob"):
+                pass
+        assert not isinstance(info.value, dn.AuthenticationError)
+        bob = dn.SessionContext("shared-name", channel, token="tok-bob")  # not initialized
+        for call in (lambda: bob.get_variable("x"), lambda: bob.set_variable("x", 2),
+                     bob.list_variables, lambda: bob.delete_variable("x"), bob.cleanup):
+            with pytest.raises(PermissionError):
+                await call()
+        await bob.close()
         async with dn.SessionContext("shared-name", channel, token="tok-alice") as alice:
             assert await alice.get_variable("x") == 1
     finally:

@@ -144,7 +144,13 @@ async def test_connect_with_address_and_token(server):
 async def test_connect_finds_a_server_by_its_runtime_file(tmp_path):
     srv = EmbeddedServer(tmp_path / "s.db").start()  # runtime file in $DSPEX_RUNTIME_DIR
     try:
-        ctx = await dn.SessionContext.connect("found", start_server=False)
+        # not the default store: it is not used without asking for it, and the error says
+        # which servers run and how to choose one
+        with pytest.raises(dn.BridgeUnavailable) as info:
+            await dn.SessionContext.connect("found", start_server=False)
+        assert f"{srv.address} (store {tmp_path / 's.db'})" in str(info.value)
+        assert "db=PATH" in str(info.value)
+        ctx = await dn.SessionContext.connect("found", db=tmp_path / "s.db", start_server=False)
         async with ctx:
             await ctx.register_variable("x", "integer", 7)
         ctx = await dn.SessionContext.connect("found", db=tmp_path / "s.db", start_server=False)

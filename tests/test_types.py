@@ -527,7 +527,7 @@ async def test_not_found_is_key_error_with_readable_message(session):
     with pytest.raises(KeyError) as info:
         await session.get_variable("nope")
     assert isinstance(info.value, dn.VariableNotFoundError)
-    assert str(info.value) == "Variable not found: nope"
+    assert str(info.value) == f"Variable not found: 'nope' in session {session.session_id!r}"
 
 
 async def test_unreachable_server_is_rpc_error_with_code():

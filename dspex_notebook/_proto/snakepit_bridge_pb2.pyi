@@ -149,6 +149,28 @@ class HeartbeatResponse(_message.Message):
     session_valid: bool
     def __init__(self, server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session_valid: _Optional[bool] = ...) -> None: ...
 
+class ListSessionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SessionSummary(_message.Message):
+    __slots__ = ("session_id", "variable_count", "last_accessed_at")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACCESSED_AT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    variable_count: int
+    last_accessed_at: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., variable_count: _Optional[int] = ..., last_accessed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListSessionsResponse(_message.Message):
+    __slots__ = ("sessions", "revision")
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[SessionSummary]
+    revision: int
+    def __init__(self, sessions: _Optional[_Iterable[_Union[SessionSummary, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
 class ToolSpec(_message.Message):
     __slots__ = ("name", "description", "parameters", "metadata", "supports_streaming", "required_variables")
     class MetadataEntry(_message.Message):

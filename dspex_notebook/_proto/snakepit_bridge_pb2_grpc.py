@@ -60,6 +60,11 @@ class BridgeServiceStub:
                 request_serializer=snakepit__bridge__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=snakepit__bridge__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/ListSessions',
+                request_serializer=snakepit__bridge__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
         self.ExecuteTool = channel.unary_unary(
                 '/snakepit.bridge.BridgeService/ExecuteTool',
                 request_serializer=snakepit__bridge__pb2.ExecuteToolRequest.SerializeToString,
@@ -222,6 +227,13 @@ class BridgeServiceServicer:
 
     def Heartbeat(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """dspex: the caller's sessions (so a reader can name the ones that exist instead of creating one).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -416,6 +428,11 @@ def add_BridgeServiceServicer_to_server(servicer, server):
                     servicer.Heartbeat,
                     request_deserializer=snakepit__bridge__pb2.HeartbeatRequest.FromString,
                     response_serializer=snakepit__bridge__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=snakepit__bridge__pb2.ListSessionsRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.ListSessionsResponse.SerializeToString,
             ),
             'ExecuteTool': grpc.unary_unary_rpc_method_handler(
                     servicer.ExecuteTool,
@@ -683,6 +700,33 @@ class BridgeService:
             '/snakepit.bridge.BridgeService/Heartbeat',
             snakepit__bridge__pb2.HeartbeatRequest.SerializeToString,
             snakepit__bridge__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/ListSessions',
+            snakepit__bridge__pb2.ListSessionsRequest.SerializeToString,
+            snakepit__bridge__pb2.ListSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

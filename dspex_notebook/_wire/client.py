@@ -14,12 +14,12 @@ from typing import Any, NamedTuple
 import grpc
 
 from .. import _codec
-from .._errors import DspexError
+from .._errors import AuthenticationError, DspexError, SessionNotFoundError
 from .._proto import snakepit_bridge_pb2 as pb
 from .._proto import snakepit_bridge_pb2_grpc as pb_grpc
-from .._values import VariableSpec
+from .._values import VariableSpec, metadata_strings
 from .convert import set_any, timestamp_to_datetime, update_from_pb, value_of, variable_from_pb
-from .status import CODEC_KEY, error_from_rpc
+from .status import CODEC_KEY, BridgeUnavailable, error_from_rpc
 
 DEFAULT_CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -48,9 +48,70 @@ def _what(what: str, ident: str | None) -> str:
     return what if ident is None else f"{what}({ident!r})"
 
 
-def insecure_channel(address: str) -> grpc.aio.Channel:
-    """A grpc.aio channel to ``address`` with this package's message-size limits."""
-    return grpc.aio.insecure_channel(address, options=DEFAULT_CHANNEL_OPTIONS)
+def insecure_channel(address: str, token: str | None = None) -> grpc.aio.Channel:
+    """A grpc.aio channel to ``address`` with this package's message-size limits; with
+    ``token``, every call on it carries ``authorization: Bearer <token>`` (unless the call
+    already has an ``authorization`` entry)."""
+    interceptors = list(_token_interceptors(token)) if token else None
+    return grpc.aio.insecure_channel(address, options=DEFAULT_CHANNEL_OPTIONS,
+                                     interceptors=interceptors)
+
+
+def channel_target(channel: Any) -> str | None:
+    """The address a grpc.aio channel was made for, or None when it cannot be told.
+
+    grpc.aio has no public accessor; its Cython channel keeps the target as bytes.
+    """
+    target = getattr(getattr(channel, "_channel", None), "target", None)
+    if isinstance(target, bytes):
+        return target.decode("utf-8", "replace")
+    return target if isinstance(target, str) else None
+
+
+def _with_token(details: Any, token: str) -> Any:
+    metadata = list(details.metadata or ())
+    if not any(key == "authorization" for key, _ in metadata):
+        metadata.append(("authorization", f"Bearer {token}"))
+    return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata,
+                                      details.credentials, details.wait_for_ready)
+
+
+def _token_interceptors(token: str) -> tuple[Any, Any]:
+    """Interceptors adding the bearer token to unary calls and server streams (Watch)."""
+
+    class Unary(grpc.aio.UnaryUnaryClientInterceptor):
+        async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            return await continuation(_with_token(details, token), request)
+
+    class Streams(grpc.aio.UnaryStreamClientInterceptor):
+        async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+            return await continuation(_with_token(details, token), request)
+
+    return Unary(), Streams()
+
+
+class Recovery:
+    """What a :class:`Bridge` asks when a call fails for want of its server: the server went
+    away (UNAVAILABLE) or refused the token (UNAUTHENTICATED). Implemented by
+    ``dspex_notebook._connect`` (runtime files, embedded servers); the wire knows none of it."""
+
+    generation = 0  # bumped by each successful recovery, so concurrent failures recover once
+
+    async def recover(self, bridge: Bridge, error: DspexError, generation: int,
+                      may_start: bool) -> bool:
+        """Point ``bridge`` at a working server (``bridge.rebind``); True if it did (or
+        another call already did since ``generation``), so the call is worth retrying."""
+        return False
+
+    def explain(self, error: DspexError) -> DspexError:
+        """The error to raise when recovery did not help (may add a hint)."""
+        return error
+
+
+def _recoverable(error: DspexError) -> bool:
+    if isinstance(error, AuthenticationError):
+        return True
+    return isinstance(error, BridgeUnavailable) and error.code() is grpc.StatusCode.UNAVAILABLE
 
 
 class Bridge:
@@ -60,12 +121,13 @@ class Bridge:
                  timeout: float | None = 30.0) -> None:
         self.channel = channel
         self._stub = pb_grpc.BridgeServiceStub(channel)
-        auth = (("authorization", f"Bearer {token}"),) if token else ()
-        # Only replies that carry values depend on the codec, so only those calls say "raw"
-        # (one header less on writes, which are latency-bound).
-        self._md = auth
-        self._md_values = ((CODEC_KEY, "raw"), *auth)
+        self._auth(token)
         self.timeout = timeout
+        #: finds the server again after it went away or changed its token (see Recovery)
+        self.recovery: Recovery = Recovery()
+        #: the session was initialized (or found) on the server: SessionNotFoundError before
+        #: that gets a hint to call initialize()
+        self.initialized = False
         #: arrays travel as raw bytes unless the peer is an old snakepit server (see ping()).
         self.binary = True
         #: set by SessionContext.close(): later calls fail clearly instead of inside grpc.
@@ -74,9 +136,33 @@ class Bridge:
         # fall back to the loop of the first call when a channel-like object lacks it).
         self._loop: asyncio.AbstractEventLoop | None = getattr(channel, "_loop", None)
 
-    async def _call(self, method: Any, request: Any, what: str, ident: str | None = None,
+    def _auth(self, token: str | None) -> None:
+        self.token = token
+        auth = (("authorization", f"Bearer {token}"),) if token else ()
+        # Only replies that carry values depend on the codec, so only those calls say "raw"
+        # (one header less on writes, which are latency-bound).
+        self._md = auth
+        self._md_values = ((CODEC_KEY, "raw"), *auth)
+
+    def rebind(self, channel: grpc.aio.Channel | None, token: str | None) -> grpc.aio.Channel | None:
+        """Send later calls over ``channel`` (None: keep the current one) with ``token``;
+        return the channel that was replaced (the caller closes it if it owns it)."""
+        self._auth(token)
+        if channel is None or channel is self.channel:
+            return None
+        old, self.channel = self.channel, channel
+        self._stub = pb_grpc.BridgeServiceStub(channel)
+        return old
+
+    async def _call(self, method: str, request: Any, what: str, ident: str | None = None,
                     values: bool = False) -> Any:
-        """Call ``method``; ``what``/``ident`` name the call in errors (formatted only then)."""
+        """Call the RPC named ``method``; ``what``/``ident`` name the call in errors (formatted only then).
+
+        A call that fails because the server went away or refused the token is retried once
+        after :attr:`recovery` found the server again (a restarted server's new runtime file,
+        or a new embedded server for the same store): such a request never reached a server
+        that could act on it, so retrying cannot apply it twice.
+        """
         if self.closed:
             raise RuntimeError(f"{_what(what, ident)}: this SessionContext is closed")
         loop = asyncio.get_running_loop()
@@ -89,11 +175,35 @@ class Bridge:
                     "per loop, or in Jupyter use the `session` that %load_ext dspex_notebook made"
                 )
             self._loop = loop
+        generation = self.recovery.generation
         try:
-            return await method(request, metadata=self._md_values if values else self._md,
-                                timeout=self.timeout)
+            return await self._invoke(method, request, values, what, ident)
+        except DspexError as error:
+            if not _recoverable(error):
+                raise
+            if not await self.recovery.recover(self, error, generation, may_start=True):
+                raise self.recovery.explain(error) from None
+        try:  # once, over the recovered connection
+            return await self._invoke(method, request, values, what, ident)
+        except DspexError as error:
+            if not _recoverable(error):
+                raise
+            raise self.recovery.explain(error) from None
+
+    async def _invoke(self, method: str, request: Any, values: bool, what: str,
+                      ident: str | None) -> Any:
+        # the stub's method is looked up again: a recovery may have replaced the stub
+        call = getattr(self._stub, method)
+        try:
+            return await call(request, metadata=self._md_values if values else self._md,
+                              timeout=self.timeout)
         except grpc.RpcError as err:
-            raise error_from_rpc(err, _what(what, ident)) from None
+            error = error_from_rpc(err, _what(what, ident))
+        if isinstance(error, SessionNotFoundError) and not self.initialized:
+            error = SessionNotFoundError(
+                f"{error}; call `await session.initialize()` first (or use "
+                "`async with SessionContext(...)`), which creates it")
+        raise error
 
     def _value(self, type_name: str, value: Any) -> tuple[str, bytes, bytes]:
         return _codec.encode(type_name, value, binary=self.binary)
@@ -110,7 +220,7 @@ class Bridge:
     # sessions
 
     async def ping(self, message: str = "") -> dict[str, Any]:
-        reply = await self._call(self._stub.Ping, pb.PingRequest(message=message), "Ping")
+        reply = await self._call("Ping", pb.PingRequest(message=message), "Ping")
         if not reply.server_version:
             self.binary = False  # a v0.4.x server cannot read raw arrays
         return {
@@ -122,21 +232,36 @@ class Bridge:
         }
 
     async def initialize_session(self, session_id: str, metadata: Mapping[str, str]) -> int:
-        req = pb.InitializeSessionRequest(session_id=session_id, metadata=metadata)
-        return (await self._call(self._stub.InitializeSession, req, "InitializeSession")).revision
+        req = pb.InitializeSessionRequest(session_id=session_id,
+                                          metadata=metadata_strings(metadata))
+        revision = (await self._call("InitializeSession", req, "InitializeSession")).revision
+        self.initialized = True
+        return revision
 
     async def cleanup_session(self, session_id: str) -> int:
         req = pb.CleanupSessionRequest(session_id=session_id)
-        return (await self._call(self._stub.CleanupSession, req, "CleanupSession")).resources_cleaned
+        return (await self._call("CleanupSession", req, "CleanupSession")).resources_cleaned
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
         req = pb.GetSessionRequest(session_id=session_id)
-        r = await self._call(self._stub.GetSession, req, "GetSession")
+        r = await self._call("GetSession", req, "GetSession")
+        self.initialized = True
         return {
             "session_id": r.session_id, "metadata": dict(r.metadata),
             "created_at": timestamp_to_datetime(r.created_at), "variable_count": r.variable_count,
             "last_accessed_at": timestamp_to_datetime(r.last_accessed_at),
         }
+
+    async def list_sessions(self) -> list[dict[str, Any]]:
+        """The caller's sessions: ``session_id``, ``variable_count``, ``last_accessed_at``.
+
+        Raises:
+            Unsupported: an older server without ``ListSessions``.
+        """
+        r = await self._call("ListSessions", pb.ListSessionsRequest(), "ListSessions")
+        return [{"session_id": s.session_id, "variable_count": s.variable_count,
+                 "last_accessed_at": timestamp_to_datetime(s.last_accessed_at)}
+                for s in r.sessions]
 
     # ------------------------------------------------------------------------------------------
     # variables
@@ -154,7 +279,7 @@ class Bridge:
         """The registered :class:`Variable` (or only its id, from an old server)."""
         req = pb.RegisterVariableRequest(session_id=session_id)
         self._fill_spec(req, spec)
-        reply = await self._call(self._stub.RegisterVariable, req, "RegisterVariable", spec.name,
+        reply = await self._call("RegisterVariable", req, "RegisterVariable", spec.name,
                                  values=True)
         if reply.HasField("variable"):
             return variable_from_pb(reply.variable)
@@ -168,12 +293,12 @@ class Bridge:
         """Register ``specs`` and apply ``updates`` (ident -> (type, value)) atomically; return
         the registered Variables and the revision."""
         req = pb.BatchRegisterVariablesRequest(session_id=session_id,
-                                               update_metadata=update_metadata or {})
+                                               update_metadata=metadata_strings(update_metadata))
         self._fill_updates(req, updates or {})
         for spec in specs:
             item = req.variables.add(session_id=session_id)
             self._fill_spec(item, spec)
-        reply = await self._call(self._stub.RegisterVariables, req, "RegisterVariables",
+        reply = await self._call("RegisterVariables", req, "RegisterVariables",
                                  values=True)
         return [variable_from_pb(v) for v in reply.variables], reply.revision
 
@@ -182,7 +307,7 @@ class Bridge:
         """``(Variable or only its value, mod_revision, revision of the read)``; ``value_only``
         skips decoding the metadata."""
         req = pb.GetVariableRequest(session_id=session_id, variable_identifier=ident, bypass_cache=True)
-        reply = await self._call(self._stub.GetVariable, req, "GetVariable", ident, values=True)
+        reply = await self._call("GetVariable", req, "GetVariable", ident, values=True)
         var = reply.variable
         return (value_of(var) if value_only else variable_from_pb(var), var.mod_revision,
                 reply.revision)
@@ -195,13 +320,13 @@ class Bridge:
         type_url, data, binary = self._value(type_name, value)
         req = pb.SetVariableRequest(session_id=session_id, variable_identifier=ident)
         if metadata:
-            req.metadata.update(metadata)
+            req.metadata.update(metadata_strings(metadata))
         if binary:
             req.binary_value = binary
         if expected_version is not None:
             req.expected_version = expected_version
         set_any(req.value, type_url, data)
-        reply = await self._call(self._stub.SetVariable, req, "SetVariable", ident)
+        reply = await self._call("SetVariable", req, "SetVariable", ident)
         return reply.new_version, reply.revision
 
     async def get_variables(self, session_id: str,
@@ -209,7 +334,7 @@ class Bridge:
         """``({ident: Variable}, missing, revision of the read)``."""
         req = pb.BatchGetVariablesRequest(session_id=session_id, variable_identifiers=idents,
                                           include_metadata=True, bypass_cache=True)
-        reply = await self._call(self._stub.GetVariables, req, "GetVariables", values=True)
+        reply = await self._call("GetVariables", req, "GetVariables", values=True)
         found = {ident: variable_from_pb(var) for ident, var in reply.variables.items()}
         return found, list(reply.missing_variables), reply.revision
 
@@ -219,7 +344,7 @@ class Bridge:
         ``({ident: value}, missing, revision of the read, {ident: mod_revision})``."""
         req = pb.BatchGetVariablesRequest(session_id=session_id, variable_identifiers=idents,
                                           bypass_cache=True, values_only=True)
-        reply = await self._call(self._stub.GetVariables, req, "GetVariables", values=True)
+        reply = await self._call("GetVariables", req, "GetVariables", values=True)
         missing = list(reply.missing_variables)
         revision = reply.revision
         if reply.variables or not reply.packed_values:  # a server without values_only
@@ -238,14 +363,15 @@ class Bridge:
         metadata: Mapping[str, str], atomic: bool,
     ) -> tuple[dict[str, str], dict[str, int], int]:
         """``(errors, new_versions, revision)``."""
-        req = pb.BatchSetVariablesRequest(session_id=session_id, metadata=metadata, atomic=atomic)
+        req = pb.BatchSetVariablesRequest(session_id=session_id,
+                                          metadata=metadata_strings(metadata), atomic=atomic)
         self._fill_updates(req, updates)
-        reply = await self._call(self._stub.SetVariables, req, "SetVariables")
+        reply = await self._call("SetVariables", req, "SetVariables")
         return dict(reply.errors), dict(reply.new_versions), reply.revision
 
     async def list_variables(self, session_id: str, pattern: str = "") -> list[Any]:
         req = pb.ListVariablesRequest(session_id=session_id, pattern=pattern)
-        reply = await self._call(self._stub.ListVariables, req, "ListVariables", values=True)
+        reply = await self._call("ListVariables", req, "ListVariables", values=True)
         return [variable_from_pb(v) for v in reply.variables]
 
     async def get_variable_history(self, session_id: str, ident: str, limit: int,
@@ -254,7 +380,7 @@ class Bridge:
         revision, op."""
         req = pb.GetVariableHistoryRequest(session_id=session_id, variable_identifier=ident,
                                            limit=limit, offset=offset)
-        reply = await self._call(self._stub.GetVariableHistory, req, "GetVariableHistory", ident,
+        reply = await self._call("GetVariableHistory", req, "GetVariableHistory", ident,
                                  values=True)
         out = []
         for e in reply.entries:
@@ -270,19 +396,19 @@ class Bridge:
         """``(the new Variable, revision of the write)``."""
         req = pb.RollbackVariableRequest(session_id=session_id, variable_identifier=ident,
                                          target_version=version, reason=reason)
-        reply = await self._call(self._stub.RollbackVariable, req, "RollbackVariable", ident,
+        reply = await self._call("RollbackVariable", req, "RollbackVariable", ident,
                                  values=True)
         return variable_from_pb(reply.variable), reply.revision
 
     async def delete_variable(self, session_id: str, ident: str) -> int:
         req = pb.DeleteVariableRequest(session_id=session_id, variable_identifier=ident)
-        return (await self._call(self._stub.DeleteVariable, req, "DeleteVariable", ident)).revision
+        return (await self._call("DeleteVariable", req, "DeleteVariable", ident)).revision
 
     async def get_variable_stats(self, session_id: str, idents: Sequence[str]) -> tuple[
             dict[str, dict[str, Any]], list[str], int]:
         """``({ident: server stats}, missing, session_watchers)``."""
         req = pb.GetVariableStatsRequest(session_id=session_id, variable_identifiers=idents)
-        reply = await self._call(self._stub.GetVariableStats, req, "GetVariableStats")
+        reply = await self._call("GetVariableStats", req, "GetVariableStats")
         stats = {
             ident: {"variable_id": s.variable_id, "name": s.name, "read_count": s.read_count,
                     "write_count": s.write_count, "watchers": s.watchers, "version": s.version,
@@ -304,13 +430,13 @@ class Bridge:
             client_side=client_side, lease_seconds=lease_seconds, driven=driven)
         if convergence_threshold is not None:
             req.convergence_threshold = convergence_threshold
-        reply = await self._call(self._stub.StartOptimization, req, "StartOptimization", ident)
+        reply = await self._call("StartOptimization", req, "StartOptimization", ident)
         return reply.optimization_id, json.loads(reply.status_json or "{}")
 
     async def stop_optimization(self, session_id: str, ident: str, run_id: str = "") -> dict[str, Any]:
         req = pb.StopOptimizationRequest(session_id=session_id, variable_identifier=ident,
                                          optimization_id=run_id)
-        reply = await self._call(self._stub.StopOptimization, req, "StopOptimization", ident)
+        reply = await self._call("StopOptimization", req, "StopOptimization", ident)
         return json.loads(reply.status_json or "{}")
 
     async def next_trial(self, session_id: str, ident: str, run_id: str = "",
@@ -320,7 +446,7 @@ class Bridge:
                                   optimization_id=run_id)
         if proposal is not _NO_PROPOSAL:
             req.proposal_json = json.dumps(proposal)
-        reply = await self._call(self._stub.NextTrial, req, "NextTrial", ident)
+        reply = await self._call("NextTrial", req, "NextTrial", ident)
         if reply.done:
             return 0, None, reply.stop_reason
         return reply.trial_id, json.loads(reply.value_json), ""
@@ -331,7 +457,7 @@ class Bridge:
         req = pb.ReportTrialRequest(session_id=session_id, variable_identifier=ident,
                                     optimization_id=run_id, trial_id=trial_id,
                                     metrics_json="" if error else json.dumps(metrics), error=error)
-        reply = await self._call(self._stub.ReportTrial, req, "ReportTrial", ident)
+        reply = await self._call("ReportTrial", req, "ReportTrial", ident)
         return json.loads(reply.status_json or "{}")
 
     async def optimization_query(self, method: str, session_id: str, ident: str, run_id: str = "",
@@ -339,7 +465,7 @@ class Bridge:
         """``GetOptimizationStatus`` / ``GetOptimizationHistory`` / ``KeepAliveOptimization``."""
         req = pb.OptimizationQuery(session_id=session_id, variable_identifier=ident,
                                    optimization_id=run_id, limit=limit, since=since)
-        reply = await self._call(getattr(self._stub, method), req, method, ident)
+        reply = await self._call(method, req, method, ident)
         return json.loads(reply.json or "null")
 
     async def watch(self, session_id: str, idents: Sequence[str] = (), *, start_revision: int = 0,
@@ -357,6 +483,7 @@ class Bridge:
                               start_revision=start_revision, store_id=store_id,
                               include_initial=include_initial,
                               progress_interval_ms=progress_interval_ms)
+        generation = self.recovery.generation
         call = self._stub.Watch(req, metadata=self._md_values)
         try:
             async for resp in call:
@@ -366,9 +493,16 @@ class Bridge:
                     resp.compact_revision,
                 )
         except grpc.RpcError as err:
-            raise error_from_rpc(err, "Watch") from None
+            error = error_from_rpc(err, "Watch")
+        else:
+            return
         finally:
             call.cancel()
+        if _recoverable(error):
+            # find a restarted server (new runtime file) for the caller's next attempt; never
+            # start one from a background stream, only a call the user made may do that
+            await self.recovery.recover(self, error, generation, may_start=False)
+        raise error
 
     async def close(self) -> None:
         await self.channel.close()

@@ -9,21 +9,19 @@ import io
 import json
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
-
-import yaml
 
 from .._constraints import canonical_type
 from .._errors import InvalidArgument
 from .._names import NAME_PATTERN, NAME_RE
+from .._text import TEXT_TYPES, read_block
 
-__all__ = ["ASSIGN_RE", "NAME_RE", "constraints_from_options", "parse_var_block", "register_argv",
-           "value_from_text"]
+__all__ = ["ASSIGN_RE", "NAME_RE", "TEXT_TYPES", "canonical_type", "constraints_from_options",
+           "known_type", "parse_var_block", "read_block", "register_argv", "value_from_text"]
 
 #: ``NAME = EXPR`` (not ``==``)
 ASSIGN_RE = re.compile(r"^\s*(" + NAME_PATTERN + r")\s*=(?!=)\s*(.*?)\s*$", re.S)
-TEXT_TYPES = ("string", "choice", "module")
 
 
 def constraints_from_options(
@@ -85,6 +83,12 @@ def register_argv(text: str) -> list[str]:
     return argv + ([value] if value else []) + shlex.split(text[cut:])
 
 
+def known_type(ctx: Any, name: str) -> str | None:
+    """The type of ``name`` as the session's client knows it (no round trip), or None."""
+    known = ctx._catalog.get(name)
+    return None if known is None else str(known.type)
+
+
 def value_from_text(type_name: str, text: str, evaluate: Callable[[str], Any]) -> Any:
     """The value of ``text`` for a variable of ``type_name``.
 
@@ -106,50 +110,7 @@ def value_from_text(type_name: str, text: str, evaluate: Callable[[str], Any]) -
 
 
 def parse_var_block(text: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Parse a ``%%var`` YAML block into ``(registrations, updates)``.
-
-    Each top-level key is a variable name. A mapping with a ``type`` key registers it::
-
-        temperature: {type: float, value: 0.7, constraints: {min: 0, max: 2}}
-
-    anything else sets the variable to that value::
-
-        max_tokens: 512
-
-    Only ``yaml.safe_load`` is used (no Python object tags).
-    """
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:  # one line: where, and what (PyYAML's str() spans 5+ lines)
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidArgument(f"%%var block is not valid YAML{where}: {problem}") from None
-    if doc is None:
-        return [], {}
-    if not isinstance(doc, Mapping):
-        raise InvalidArgument("%%var block must be a YAML mapping of variable names")
-    registrations: list[dict[str, Any]] = []
-    updates: dict[str, Any] = {}
-    allowed = {"type", "value", "constraints", "metadata", "description"}
-    for name, spec in doc.items():
-        if not isinstance(name, str):
-            raise InvalidArgument(f"variable names must be strings, got {name!r}")
-        if isinstance(spec, Mapping) and "type" in spec:
-            unknown = set(spec) - allowed
-            if unknown:
-                raise InvalidArgument(
-                    f"{name!r}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})"
-                )
-            if "value" not in spec:
-                raise InvalidArgument(f"{name!r}: a registration needs a 'value'")
-            metadata = {str(k): str(v) for k, v in (spec.get("metadata") or {}).items()}
-            if "description" in spec:
-                metadata["description"] = str(spec["description"])
-            registrations.append({
-                "name": name, "type": canonical_type(spec["type"]), "initial_value": spec["value"],
-                "constraints": spec.get("constraints") or {}, "metadata": metadata,
-            })
-        else:
-            updates[name] = spec
-    return registrations, updates
+    """``(registrations, updates)`` of a ``%%var`` block, updates read as plain YAML (the
+    magic itself reads them by their variables' types: :func:`dspex_notebook._text.read_block`)."""
+    block = read_block(text)
+    return block.registrations, block.updates({})

@@ -1,8 +1,12 @@
 """``%load_ext dspex_notebook``: connect, publish ``session``, register the magics.
 
-Load: start the IO thread, connect on it (configured address, environment, a running server's
-runtime file, or a new embedded server), create the session, put a
-:class:`~.proxy.NotebookSession` in the user namespace and register ``%var``/``%%var``.
+Load: start the IO thread, connect on it (configured address, environment, the runtime file of
+a running server of the configured store — the default store unless ``DspexMagics.db`` says
+otherwise — or a new embedded server), create the session, put a
+:class:`~.proxy.NotebookSession` in the user namespace, register ``%var``/``%%var``, and print
+one line naming the session, the server and its store (``DspexMagics.quiet`` hides it). A
+failure is one line too. When the server goes away later, the next call finds or starts one
+for the same store and says so (``_connect.Locator``).
 
 Unload (``%unload_ext``, ``%reload_ext``, kernel shutdown via ``atexit``): close the session,
 stop an embedded server this extension started, stop the IO thread. Nothing is left running.
@@ -14,9 +18,11 @@ import atexit
 import os
 from typing import Any
 
+from .. import _connect
+from .._errors import DspexError
 from .._loop import Portal
 from .._session import SessionContext
-from .magics import DspexMagics, complete_var
+from .magics import DspexMagicError, DspexMagics, complete_var, var_matcher
 from .proxy import NotebookSession
 
 _state: dict[str, Any] = {}
@@ -33,26 +39,34 @@ def load_ipython_extension(ip: Any) -> None:
     from ..server import runner
 
     magics = DspexMagics(shell=ip)
-    token = magics.token
-    if token is None and magics.token_file:
-        token = runner.read_token_file(magics.token_file)
     before = set(runner.embedded_servers())
-    portal = Portal()
+    portal: Portal | None = None
     try:
+        token = magics.token
+        if token is None and magics.token_file:
+            token = runner.read_token_file(magics.token_file, "DspexMagics.token_file")
+        portal = Portal()
         ctx = portal.run(
-            SessionContext.connect(
-                magics.session_id, address=magics.address, token=token,
+            _connect.connect(
+                SessionContext, magics.session_id, address=magics.address, token=token,
                 db=magics.db, start_server=magics.start_server,
-                metadata={"client": "ipython", "pid": str(os.getpid())},
+                metadata={"client": "ipython", "pid": str(os.getpid())}, options={},
+                via="magic", notify=print,
             ),
             timeout=max(magics.timeout, 30.0),
         )
-    except BaseException:
-        portal.close()
+    except BaseException as exc:
+        if portal is not None:
+            portal.close()
         if magics in ip.configurables:
             ip.configurables.remove(magics)
+        if isinstance(exc, (DspexError, OSError, ValueError, TimeoutError)):
+            # one line in the notebook, not a 59-line traceback; the cause stays attached
+            raise DspexMagicError(f"%load_ext dspex_notebook: {type(exc).__name__}: {exc}") from exc
         raise
     started = [s for s in runner.embedded_servers() if s not in before]
+    if not magics.quiet:
+        print(f"dspex_notebook: {_connect.describe(ctx)}")
     try:  # learn the session's variable names now, so tab completion offers them at once
         portal.run(ctx.list_variables(), timeout=magics.timeout)
     except Exception:  # completion is a convenience; a slow list must not fail the load
@@ -64,6 +78,9 @@ def load_ipython_extension(ip: Any) -> None:
         for key in ("%var", "%%var"):
             ip.set_hook("complete_command", complete_var, str_key=key)
         ip._dspex_completer = True
+    completer = getattr(ip, "Completer", None)
+    if completer is not None and var_matcher not in completer.custom_matchers:
+        completer.custom_matchers.insert(0, var_matcher)  # before Jedi, which it suppresses
     ip.user_ns[magics.namespace_name] = session
     _state.update(ip=ip, magics=magics, session=session, portal=portal, servers=started,
                   name=magics.namespace_name)
@@ -78,6 +95,9 @@ def unload_ipython_extension(ip: Any) -> None:
     magics_manager = ip.magics_manager
     for kind in ("line", "cell"):
         magics_manager.magics[kind].pop("var", None)
+    completer = getattr(ip, "Completer", None)
+    if completer is not None and var_matcher in completer.custom_matchers:
+        completer.custom_matchers.remove(var_matcher)
     magics = _state.get("magics")
     if magics is not None and magics in ip.configurables:  # Magics() appended it; it holds the session
         ip.configurables.remove(magics)
@@ -93,6 +113,8 @@ def _shutdown() -> None:
     atexit.unregister(_shutdown)
     portal: Portal = state["portal"]
     session: NotebookSession = state["session"]
+    # servers started when the first one went away (see _connect.Locator) are ours too
+    servers = [*state.get("servers", ()), *_connect.started_servers(session.context)]
     state["magics"].stop_views()
     try:
         portal.run(session.context.close(), timeout=5.0)
@@ -101,5 +123,5 @@ def _shutdown() -> None:
     portal.close()  # an old `session` kept by the user must not restart the IO thread
     from ..server import runner
 
-    for server in state.get("servers", ()):
+    for server in servers:
         runner.stop_embedded(server)

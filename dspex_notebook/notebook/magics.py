@@ -16,7 +16,9 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Bool, Float, Unicode
 
 from .._display import VariableTable
-from .._errors import DspexError
+from .._errors import DspexError, VariableExistsError, a_or_an
+from .._planned import COMMANDS as PLANNED
+from .._planned import not_yet
 from . import commands
 
 USAGE = """\
@@ -27,7 +29,7 @@ USAGE = """\
 %var NAME = EXPR                      set; EXPR is evaluated in the notebook namespace
 %var register NAME TYPE VALUE [--min X] [--max X] [--step X] [--choices a,b]
                                       [--constraints JSON] [--description TEXT] [--replace]
-%var del NAME [NAME ...]              delete variables
+%var del NAME [NAME ...]              delete variables (stops at the first error)
 %var watch NAME [NAME ...]            a live display of the variables, updated as they change
 %var unwatch [NAME ...]               stop live displays (all, or those showing NAME)
 %var widget NAME [NAME ...] [--throttle-ms N] [--on-release]
@@ -45,7 +47,8 @@ USAGE = """\
 %var optimize NAME                    the live panel of NAME's current (or last) run
 %var status NAME                      the variable's optimization run
 %var stop NAME                        stop it (the best value found stays)
-%%var                                 register/update many variables from a YAML block, atomically:
+%var help [COMMAND]                   this list, or one command's lines
+%%var [--replace]                     register/update many variables from a YAML block, atomically:
     temperature: {type: float, value: 0.7, constraints: {min: 0, max: 2}}
     max_tokens: 512
 """
@@ -53,6 +56,29 @@ USAGE = """\
 
 SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
                "cache", "optimize", "status", "stop", "history", "rollback", "help", "widget", "slider")
+#: what completion offers after ``%var `` (aliases left out)
+COMPLETED = ("list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
+             "status", "stop", "history", "rollback", "help", "widget")
+
+
+def _help(topic: str) -> str:
+    """The USAGE lines of one command (``%var help register``)."""
+    if topic in PLANNED:
+        return f"%var {topic}: {not_yet(PLANNED[topic])}"
+    key = {"delete": "del", "rm": "del", "%%var": "%%var", "cell": "%%var"}.get(topic, topic)
+    if key in SUBCOMMANDS:
+        lines = USAGE.splitlines()
+        prefix = "%%var" if key == "%%var" else f"%var {key}"
+        for i, line in enumerate(lines):
+            if line.startswith(prefix + " ") or line == prefix:
+                block = [line]
+                for more in lines[i + 1:]:  # continuation lines are indented
+                    if not more.startswith(" "):
+                        break
+                    block.append(more)
+                return "\n".join(block)
+    return (f"%var help: no command {topic!r}; the commands are: {', '.join(COMPLETED)} "
+            "(`%var help` shows them all)")
 
 
 class DspexMagicError(UsageError):
@@ -100,6 +126,8 @@ class DspexMagics(Magics):
     db = Unicode(None, allow_none=True, help="store file for an embedded server").tag(config=True)
     start_server = Bool(True, help="start an embedded server when none is found").tag(config=True)
     timeout = Float(10.0, help="seconds a magic waits for the server").tag(config=True)
+    quiet = Bool(False, help="do not print which server and session %load_ext connected to, "
+                             "nor the confirmation of `%var NAME = EXPR`").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -108,11 +136,11 @@ class DspexMagics(Magics):
 
     # ------------------------------------------------------------------------------------------
 
-    def _run(self, coro: Any) -> Any:
+    def _run(self, coro: Any, prefix: str = "") -> Any:
         try:
             return self.notebook_session.portal.run(coro, self.timeout)
         except DspexError as exc:
-            raise DspexMagicError(f"{type(exc).__name__}: {exc}") from None
+            raise DspexMagicError(prefix + magic_text(exc)) from None
         except TimeoutError as exc:
             raise DspexMagicError(f"the server did not answer within {self.timeout} s: {exc}") from None
 
@@ -138,19 +166,26 @@ class DspexMagics(Magics):
         if text in ("help", "-h", "--help", "?"):
             print(USAGE)
             return None
-        if commands.NAME_RE.match(text) and text not in SUBCOMMANDS:  # the hot path: %var NAME
-            return self.get_value(text)
+        if commands.NAME_RE.match(text) and text not in SUBCOMMANDS and text not in PLANNED:
+            return self.get_value(text)  # the hot path: %var NAME
         assign = commands.ASSIGN_RE.match(text)
         if assign:
             return self.set_variable(assign.group(1), assign.group(2))
         first, *after = text.split(None, 1)
         if first == "register":  # before shlex: VALUE is a Python expression, keep its quotes
             return self.register(after[0] if after else "")
+        if first in PLANNED:
+            raise DspexMagicError(f"%var {first}: {not_yet(PLANNED[first])}")
         try:
             words = shlex.split(text)
         except ValueError as exc:
             raise UsageError(f"%var: {exc}") from None
         head, rest = words[0], words[1:]
+        if head == "help":
+            if len(rest) > 1:
+                raise UsageError("usage: %var help [COMMAND]")
+            print(_help(rest[0]))
+            return None
         if head == "list":
             if len(rest) > 1:
                 raise UsageError("%var list takes at most one PATTERN")
@@ -207,11 +242,38 @@ class DspexMagics(Magics):
     def list_variables(self, pattern: str) -> VariableTable:
         return VariableTable(self._run(self._ctx.list_variables(pattern or None)))
 
+    def _type_of(self, name: str) -> str:
+        """The variable's type: known to this client, else asked (one round trip, which also
+        reports a missing variable before EXPR is evaluated)."""
+        known = commands.known_type(self._ctx, name)
+        if known is not None:
+            return known
+        return str(self._run(self._ctx.get_variable_info(name)).type)
+
+    def _value(self, name: str, type_name: str, expr: str, where: str,
+               what: str = "EXPR") -> Any:
+        """EXPR evaluated for a variable of ``type_name``; bare text for string/choice/module
+        variables (``%var mode = medium``); a bad expression is one line."""
+        try:
+            return commands.value_from_text(type_name, expr, self._eval)
+        except SyntaxError as exc:
+            raise DspexMagicError(
+                f"{where}: {expr!r} is not a Python expression ({exc.msg}); {what} is evaluated "
+                f"in the notebook, e.g. 0.5, [1, 2] or the name of a notebook variable") from None
+        except NameError as exc:
+            raise DspexMagicError(
+                f"{where}: {exc} ({what} is a Python expression evaluated in the notebook; "
+                f"{name!r} is {a_or_an(type_name)} variable)") from None
+
     def set_variable(self, name: str, expr: str) -> None:
         if not expr:
             raise UsageError(f"%var {name} = EXPR: nothing after '='")
-        value = self._eval(expr)
-        self._run(self._ctx.set_variable(name, value, metadata={"source": "python", "via": "%var"}))
+        where = f"%var {name} = {expr}"
+        value = self._value(name, self._type_of(name), expr, where)
+        version = self._run(self._ctx.set_variable(
+            name, value, metadata={"source": "python", "via": "%var"}))
+        if not self.quiet:
+            print(f"{name} = {_short(value)} (version {version})")
 
     def watch(self, names: list[str]) -> Any:
         from .live import LiveView
@@ -362,7 +424,7 @@ class DspexMagics(Magics):
             )
         except DspexError as exc:
             raise DspexMagicError(f"{type(exc).__name__}: {exc}") from None
-        value = commands.value_from_text(type_name, " ".join(ns.value), self._eval)
+        value = self._value(ns.name, type_name, " ".join(ns.value), "%var register", "VALUE")
         metadata = {"description": ns.description} if ns.description else None
         return self._run(self._ctx.register_variable(
             ns.name, type_name, value, constraints, metadata, replace=ns.replace))
@@ -377,33 +439,82 @@ class DspexMagics(Magics):
         if unknown:
             raise UsageError(f"%%var: unknown options {unknown} (only --replace)")
         try:
-            registrations, updates = commands.parse_var_block(cell)
+            block = commands.read_block(cell)
         except DspexError as exc:
-            raise DspexMagicError(f"{type(exc).__name__}: {exc}") from None
-        if not registrations and not updates:  # empty/comment-only block: no write, no new revision
+            raise DspexMagicError(magic_text(exc)) from None
+        registrations = block.registrations
+        if not registrations and not block.update_nodes:  # empty/comment-only: no new revision
             return {}
         for spec in registrations:
             spec["replace"] = replace
-        try:
-            return self.notebook_session.portal.run(
-                self._ctx.apply_batch(registrations, updates,
-                                      metadata={"source": "python", "via": "%%var"}),
-                self.timeout,
-            )
-        except DspexError as exc:
-            raise DspexMagicError(f"nothing was applied: {type(exc).__name__}: {exc}") from None
+        # updates are read by their variables' types (`mode: off` for a choice stays "off")
+        types = {name: commands.known_type(self._ctx, name) for name in block.update_nodes}
+        unknown = [name for name, t in types.items() if t is None]
+        if unknown:
+            found = self._run(self._ctx.get_variables(
+                unknown, defaults=dict.fromkeys(unknown), include_metadata=True),
+                prefix="nothing was applied: ")
+            for name in unknown:
+                info = found[name]["metadata"]
+                types[name] = info["type"] if info else None
+        return self._run(
+            self._ctx.apply_batch(registrations, block.updates(types),
+                                  metadata={"source": "python", "via": "%%var"}),
+            prefix="nothing was applied: ")
 
+
+
+
+def magic_text(exc: DspexError) -> str:
+    """One line for a domain error, in the magics' words (``--replace``, not ``replace=True``)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, VariableExistsError):
+        text = text.replace("register with replace=True", "add --replace")
+    return text
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _completions(line: str) -> list[str] | None:
+    """What to offer for the ``%var`` line typed so far (``None``: not ours to complete, e.g.
+    the Python expression after ``=``)."""
+    from .extension import current_session
+
+    stripped = line.lstrip()
+    head = stripped.split(None, 1)[0] if stripped else ""
+    if head not in ("%var", "%%var"):
+        return None
+    words = stripped.split()
+    if "=" in stripped:  # `%var NAME = EXPR`: Python's completers know EXPR
+        return None
+    session = current_session()
+    names = session.known_names() if session is not None else []
+    if len(words) <= 1 or (len(words) == 2 and not line.endswith(" ")):
+        return list(COMPLETED if head == "%var" else ()) + names
+    return names
 
 
 def complete_var(shell: Any, event: Any) -> list[str]:
-    """IPython ``complete_command`` hook for ``%var``: sub-commands and variable names this
-    client has seen (no round trip)."""
-    from .extension import current_session
+    """IPython ``complete_command`` hook for ``%var`` (the legacy completion API)."""
+    return _completions(event.line) or []
 
-    session = current_session()
-    names = session.known_names() if session is not None else []
-    words = event.line.split()
-    if len(words) <= 1 or (len(words) == 2 and not event.line.endswith(" ")):
-        return ["list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
-                "status", "stop", "history", "rollback", "help", "widget", "slider", *names]
-    return names
+
+def var_matcher(context: Any) -> dict[str, Any]:
+    """IPython completion matcher (API v2) for ``%var``: sub-commands and the variable names
+    this client has seen (no round trip), and nothing else — it suppresses the other
+    matchers, so Jedi's Python keywords (``in``, ``is``, ``and``) are not offered."""
+    from IPython.core.completer import SimpleCompletion
+
+    line = context.line_with_cursor[: context.cursor_position]
+    offered = _completions(line)
+    token = context.token
+    matches = [w for w in offered or () if w.startswith(token)]
+    return {"completions": [SimpleCompletion(w, type="dspex") for w in matches],
+            "suppress": bool(matches)}
+
+
+var_matcher.matcher_api_version = 2  # type: ignore[attr-defined]
+var_matcher.matcher_identifier = "dspex_notebook.var_matcher"  # type: ignore[attr-defined]

@@ -112,8 +112,9 @@ class NotebookSession:
 
     # -- hop to the IO loop ------------------------------------------------------------------
 
-    async def initialize(self, metadata: Mapping[str, str] | None = None) -> SessionContext:
-        return await self.portal.call(self.context.initialize(metadata))
+    async def initialize(self, metadata: Mapping[str, str] | None = None, *,
+                         create: bool = True) -> SessionContext:
+        return await self.portal.call(self.context.initialize(metadata, create=create))
 
     async def close(self) -> None:
         await self.portal.call(self.context.close())
@@ -248,6 +249,12 @@ class NotebookSession:
             self.portal.loop.call_soon_threadsafe(watch_task.close)
         else:  # a task of the kernel loop: cancel it; its watches close as it unwinds
             watch_task.cancel()
+
+    def __getattr__(self, name: str) -> Any:
+        # spec methods not built yet: "not available yet" instead of AttributeError
+        from .._planned import method
+
+        return method(type(self).__name__, name)
 
     def __repr__(self) -> str:
         return f"<NotebookSession session_id={self.session_id!r} (IO thread {self.portal.name})>"

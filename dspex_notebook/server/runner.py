@@ -54,10 +54,29 @@ def is_loopback(host: str) -> bool:
             return False
 
 
-def read_token_file(path: str | os.PathLike[str]) -> str:
-    token = pathlib.Path(path).read_text().strip()
+#: how to make a token file (printed when one is missing)
+MAKE_TOKEN_FILE = ("umask 077; python -c 'import secrets; print(secrets.token_urlsafe(32))' "
+                   "> {path}")
+
+
+def read_token_file(path: str | os.PathLike[str], what: str = "token file") -> str:
+    """The token in ``path`` (plain text, surrounding whitespace ignored).
+
+    Raises:
+        ValueError: the file is missing, unreadable or empty; one line saying how to fix it.
+    """
+    shown = os.fspath(path)
+    try:
+        token = pathlib.Path(path).read_text().strip()
+    except FileNotFoundError:
+        raise ValueError(f"{what} {shown!r} does not exist; create one with: "
+                         + MAKE_TOKEN_FILE.format(path=shown)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"{what} {shown!r} cannot be read: {reason}") from None
     if not token:
-        raise ValueError(f"token file {os.fspath(path)!r} is empty")
+        raise ValueError(f"{what} {shown!r} is empty; put a token in it: "
+                         + MAKE_TOKEN_FILE.format(path=shown))
     return token
 
 
@@ -74,6 +93,11 @@ class ServerConfig:
     retain_revisions: int | None = None
 
     def check(self) -> None:
+        if isinstance(self.port, bool) or not isinstance(self.port, int) \
+                or not 0 <= self.port <= 65535:
+            # grpc would silently take the port modulo 65536 (99999 -> 34463, -5 -> 65531)
+            raise ValueError(f"port {self.port!r} is not a TCP port: use 1-65535, or 0 for any "
+                             "free port")
         if self.retain_revisions is not None and self.retain_revisions < 1:
             raise ValueError(f"--retain-revisions must be at least 1, got {self.retain_revisions}")
         if not is_loopback(self.host) and not self.token:

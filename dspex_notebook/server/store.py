@@ -148,6 +148,11 @@ class Store:
         sess = self._session(principal, session_id)
         return sess.row, len(sess.by_name)
 
+    def list_sessions(self, principal: str) -> List[tuple[SessionRow, int]]:
+        """The principal's sessions (sorted by id) with their variable counts; not an access."""
+        return [(s.row, len(s.by_name)) for _, s in sorted(self.view.sessions.items())
+                if s.row.principal == principal]
+
     def heartbeat(self, principal: str, session_id: str) -> bool:
         try:
             self._session(principal, session_id)

@@ -41,7 +41,9 @@ def resolve(view: View, sess: SessionState, ident: str) -> StoredVariable:
     vid = sess.by_name.get(ident)
     if vid is None:
         shown = ident if len(ident) <= 80 else ident[:77] + "..."
-        raise VariableNotFoundError(f"Variable not found: {shown}")
+        # v0.4.3's "Variable not found: <id>" prefix, with the name quoted and the session named
+        raise VariableNotFoundError(
+            f"Variable not found: {shown!r} in session {sess.row.session_id!r}")
     return view.vars[vid]
 
 

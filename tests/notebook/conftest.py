@@ -9,13 +9,14 @@ uses a fresh SQLite file and publishes its runtime file where only this test loo
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from nb_helpers import EXT, dspex_threads, runtime_files
+from nb_helpers import EXT, close_ipython_loop, dspex_threads, runtime_files
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def ipshell(tmp_path_factory) -> Iterator[Any]:
             atexit.unregister(shell.atexit_operations)
             InteractiveShell.clear_instance()
             sys.modules["__main__"], sys.displayhook, sys.excepthook = saved
+            close_ipython_loop()
 
 
 @pytest.fixture
@@ -71,3 +73,16 @@ def ext(ip) -> Any:
     """The shell with ``%load_ext dspex_notebook`` done (embedded server on the test's store)."""
     ip.run_line_magic("load_ext", EXT)
     return ip
+
+
+@pytest.fixture
+def kernel_env(tmp_path, monkeypatch) -> dict[str, str]:
+    """The environment for kernels and CLI processes: the test's DSPEX_DB / DSPEX_RUNTIME_DIR
+    (from the autouse fixture), a private IPYTHONDIR, and Jupyter's own files in tmp."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))  # connection files
+    env = dict(os.environ)
+    env.update(IPYTHONDIR=str(tmp_path / "ipython"), JUPYTER_PLATFORM_DIRS="1",
+               JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
+               JUPYTER_DATA_DIR=str(tmp_path / "jupyter-data"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"))
+    return env

@@ -17,6 +17,17 @@ def dspex_threads(exclude: set[threading.Thread] | frozenset = frozenset()) -> l
                   if t.name.startswith("dspex") and t not in exclude and t.is_alive())
 
 
+def close_ipython_loop() -> None:
+    """Close the event loop IPython keeps for top-level ``await`` outside a kernel (it never
+    closes it itself; a new one is made on the next use), so none is left for the
+    interpreter's exit to complain about."""
+    from IPython.core import async_helpers
+
+    loop = getattr(async_helpers, "_asyncio_event_loop", None)
+    if loop is not None and not loop.is_closed() and not loop.is_running():
+        loop.close()
+
+
 def runtime_files() -> list[str]:
     from dspex_notebook._runtime import runtime_dir
 

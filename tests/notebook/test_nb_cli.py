@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 import numpy as np
@@ -18,8 +19,9 @@ from dspex_notebook.testing import running_server, session_for
 
 @pytest.fixture
 def published():
-    """A server with variables in session ``default``, found through its runtime file."""
-    with running_server(write_runtime_file=True) as srv:
+    """A server of the default store (the test's DSPEX_DB) with variables in session
+    ``default``, found through its runtime file."""
+    with running_server(os.environ["DSPEX_DB"], write_runtime_file=True) as srv:
         async def fill() -> None:
             async with session_for(srv, "default") as ctx:
                 await ctx.register_variable("temperature", "float", 0.7, {"min": 0.0, "max": 2.0})
@@ -48,7 +50,7 @@ def test_get_json_of_an_embedding_is_a_json_list(published, capsys):
 
 
 def test_get_text_output(published, capsys):
-    assert run(capsys, "get", "temperature") == (0, "0.7\n", "")
+    assert run(capsys, "get", "temperature", "--quiet") == (0, "0.7\n", "")
     code, out, _ = run(capsys, "get", "temperature", "model")
     assert code == 0 and out.splitlines() == ["temperature = 0.7", "model = 'gpt-4'"]
 
@@ -75,7 +77,7 @@ def test_set_then_get(published, capsys):
 def test_set_with_bad_yaml_exits_2(published, capsys):
     code, out, err = run(capsys, "set", "temperature", "[1, 2")
     assert code == 2 and out == ""
-    assert err.startswith("dspex-notebook set: VALUE is not YAML/JSON:")
+    assert err.splitlines()[-1].startswith("dspex-notebook set: VALUE is not valid YAML (line 1")
     assert run(capsys, "get", "temperature")[:2] == (0, "0.7\n")
 
 

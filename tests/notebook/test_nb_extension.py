@@ -17,7 +17,7 @@ from dspex_notebook._errors import AccessDenied
 from dspex_notebook._loop import PortalClosed
 from dspex_notebook._wire.status import BridgeUnavailable
 from dspex_notebook.notebook import NotebookSession, current_session
-from dspex_notebook.notebook.magics import DspexMagics
+from dspex_notebook.notebook.magics import DspexMagicError, DspexMagics
 from dspex_notebook.testing import running_server, session_for
 
 
@@ -149,8 +149,9 @@ def test_wrong_token_fails_cleanly(ip, server):
     before = set(threading.enumerate())
     config(ip, f"address = {server.address!r}")
     config(ip, "token = 'not-the-token'")
-    with pytest.raises(AccessDenied):
+    with pytest.raises(DspexMagicError, match="^%load_ext dspex_notebook: AuthenticationError: ") as info:
         ip.run_line_magic("load_ext", EXT)
+    assert isinstance(info.value.__cause__, AccessDenied)
     assert EXT not in ip.extension_manager.loaded and "session" not in ip.user_ns
     assert dspex_threads(before) == []
 
@@ -158,8 +159,10 @@ def test_wrong_token_fails_cleanly(ip, server):
 def test_start_server_false_without_a_server_is_a_clear_error(ip):
     before = set(threading.enumerate())
     config(ip, "start_server = False")
-    with pytest.raises(BridgeUnavailable, match="no dspex-notebook server found .* start_server=False"):
+    with pytest.raises(DspexMagicError, match="no dspex-notebook server found .* start_server=False") as info:
         ip.run_line_magic("load_ext", EXT)
+    assert isinstance(info.value.__cause__, BridgeUnavailable)
+    assert "%config DspexMagics.db" in str(info.value)  # hints in the notebook's own words
     assert EXT not in ip.extension_manager.loaded and "session" not in ip.user_ns
     assert current_session() is None
     assert dspex_threads(before) == []
@@ -167,9 +170,9 @@ def test_start_server_false_without_a_server_is_a_clear_error(ip):
 
 
 def test_finds_a_running_server_through_its_runtime_file(ip, tmp_path):
-    """Another process's (here: thread's) server, published in the runtime dir, is used
-    instead of starting one; unloading leaves it running."""
-    with running_server(tmp_path / "other.sqlite3", write_runtime_file=True) as other:
+    """Another process's (here: thread's) server of the default store, published in the
+    runtime dir, is used instead of starting one; unloading leaves it running."""
+    with running_server(os.environ["DSPEX_DB"], write_runtime_file=True) as other:
         before = set(threading.enumerate())
         config(ip, "start_server = False")
         ip.run_line_magic("load_ext", EXT)

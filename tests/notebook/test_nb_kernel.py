@@ -6,7 +6,6 @@ a second process (the CLI) reaches the kernel's embedded server; the quickstart 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -62,19 +61,6 @@ class Kernel:
 
 
 @pytest.fixture
-def kernel_env(tmp_path, monkeypatch) -> dict[str, str]:
-    """The environment for kernels and CLI processes: the test's DSPEX_DB / DSPEX_RUNTIME_DIR
-    (from the autouse fixture), a private IPYTHONDIR, and Jupyter's own files in tmp."""
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))  # connection files
-    env = dict(os.environ)
-    env.update(IPYTHONDIR=str(tmp_path / "ipython"), JUPYTER_PLATFORM_DIRS="1",
-               JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
-               JUPYTER_DATA_DIR=str(tmp_path / "jupyter-data"),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"))
-    return env
-
-
-@pytest.fixture
 def kernel(kernel_env):
     k = Kernel(kernel_env)
     try:
@@ -111,7 +97,8 @@ def test_kernel_magics_await_restart_and_no_orphans(kernel, kernel_env):
     # a domain error in a kernel is one line, not a traceback
     content, _ = kernel.execute("%var nosuch")
     assert content["status"] == "error" and content["ename"] == "DspexMagicError"
-    assert content["traceback"] == ["VariableNotFoundError: Variable not found: nosuch"]
+    assert content["traceback"] == [
+        "VariableNotFoundError: Variable not found: 'nosuch' in session 'default'"]
 
     # the embedded server published a runtime file for the kernel's process
     kernel_pid = kernel.value("import os; os.getpid()")
@@ -175,6 +162,8 @@ def test_second_process_reaches_the_kernel_server(kernel, kernel_env):
 
 
 def test_quickstart_notebook_runs_without_errors(kernel_env):
+    """`make demo`: the notebook runs on a fresh store of its own, never the user's default."""
+    default_store = pathlib.Path(kernel_env["DSPEX_DB"])
     done = subprocess.run(
         [sys.executable, "scripts/run_notebook.py", "notebooks/quickstart.ipynb", "--timeout", "60"],
         env=kernel_env, cwd=REPO, capture_output=True, text=True, timeout=150,
@@ -182,3 +171,42 @@ def test_quickstart_notebook_runs_without_errors(kernel_env):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "all cells ran without errors" in done.stdout
     assert server_files() == []  # the kernel's embedded server went away with it
+    assert not default_store.exists()  # the user's default store was not touched
+    [line] = [ln for ln in done.stdout.splitlines() if ln.startswith("dspex_notebook: session")]
+    used = line.split("store ")[-1].rstrip(")")
+    assert line.startswith("dspex_notebook: session 'quickstart' on 127.0.0.1:")
+    assert used != str(default_store) and not pathlib.Path(used).exists()  # fresh, then removed
+
+
+def test_second_kernel_survives_the_first_kernels_shutdown(kernel_env):
+    """Kernel 2 uses kernel 1's embedded server; when kernel 1 shuts down, kernel 2's next call
+    starts a server for the same store, says so in one line, and carries on."""
+    first, second = Kernel(kernel_env), Kernel(kernel_env)
+    try:
+        [loaded] = first.run("%load_ext dspex_notebook")
+        first_address = loaded["text"].split(" on ")[1].split()[0]
+        first.run("%var register lr float 0.1 --min 0 --max 1")
+        [loaded] = second.run("%load_ext dspex_notebook")
+        assert loaded["text"] == (f"dspex_notebook: session 'default' on {first_address} "
+                                  f"(default store {kernel_env['DSPEX_DB']})\n")
+        assert second.value("%var lr") == 0.1
+    finally:
+        first.shutdown()
+    try:
+        [said] = [o for o in second.run("%var lr = 0.5") if o["type"] == "stream"]
+        lines = said["text"].splitlines()
+        assert lines[0].startswith(f"dspex_notebook: the server at {first_address} went away; "
+                                   "started an embedded server at 127.0.0.1:")
+        assert lines[0].endswith(f"(default store {kernel_env['DSPEX_DB']}) and reconnected")
+        assert lines[1:] == ["lr = 0.5 (version 1)"]
+        assert second.value("await session.get_variable('lr', bypass_cache=True)") == 0.5
+        [info] = _runtime.list_servers(_runtime.runtime_dir())
+        assert info["pid"] == second.value("import os; os.getpid()")
+
+        # completion in a real kernel (Jedi on): sub-commands and names, no Python keywords
+        reply = second.kc.complete("%var ", 5, reply=True, timeout=TIMEOUT)["content"]
+        assert {"list", "register", "help", "lr"} <= set(reply["matches"])
+        assert not {"in", "is", "and", "not", "or", "if"} & set(reply["matches"])
+    finally:
+        second.shutdown()
+    assert server_files() == []  # the server kernel 2 started went away with it

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 from IPython.core.error import UsageError
@@ -69,7 +70,7 @@ def test_optimize_usage_errors(ext):
 
 
 def test_cli_status_trials_stop(capsys):
-    with running_server(write_runtime_file=True) as srv:
+    with running_server(os.environ["DSPEX_DB"], write_runtime_file=True) as srv:
         async def run() -> None:
             async with session_for(srv, "default") as ctx:
                 await ctx.register_variable("x", "float", 0.5, {"min": 0.0, "max": 1.0})
@@ -112,7 +113,7 @@ def test_history_and_rollback_magics(ext, capsys):
 
 
 def test_cli_history_and_rollback(capsys):
-    with running_server(write_runtime_file=True) as srv:
+    with running_server(os.environ["DSPEX_DB"], write_runtime_file=True) as srv:
         async def fill() -> None:
             async with session_for(srv, "default") as ctx:
                 await ctx.register_variable("h", "string", "a")

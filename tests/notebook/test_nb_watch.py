@@ -126,7 +126,7 @@ def test_stats_and_cache_magics(ext):
 
 
 def test_cli_stats(capsys):
-    with running_server(write_runtime_file=True) as srv:
+    with running_server(os.environ["DSPEX_DB"], write_runtime_file=True) as srv:
         async def fill() -> None:
             async with session_for(srv, "default") as ctx:
                 await ctx.register_variable("x", "integer", 1)

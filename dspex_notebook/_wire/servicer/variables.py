@@ -103,6 +103,14 @@ class VariableHandlers(ServicerBase):
         return reply
 
     @rpc
+    def ListSessions(self, request, principal, raw):
+        reply = pb.ListSessionsResponse(revision=self.store.revision)
+        for row, count in self.store.list_sessions(principal):
+            item = reply.sessions.add(session_id=row.session_id, variable_count=count)
+            item.last_accessed_at.FromNanoseconds(int(row.last_access * 1e9))
+        return reply
+
+    @rpc
     def Heartbeat(self, request, principal, raw):
         reply = pb.HeartbeatResponse(session_valid=self.store.heartbeat(principal, request.session_id))
         reply.server_time.GetCurrentTime()

@@ -1,0 +1,28 @@
+"""Every notebook under notebooks/ runs top to bottom in a real kernel, as CI's users would run it
+(`scripts/run_notebook.py`: a fresh store of its own, an embedded server, every output printed).
+
+quickstart.ipynb has its own test with more checks (tests/notebook/test_nb_kernel.py); a new
+notebook is picked up here by being committed, nothing else.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb") if p.name != "quickstart.ipynb")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_notebook_runs_without_errors(notebook, kernel_env):
+    done = subprocess.run(
+        [sys.executable, "scripts/run_notebook.py", f"notebooks/{notebook}", "--timeout", "120"],
+        env=kernel_env, cwd=REPO, capture_output=True, text=True, timeout=280,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "all cells ran without errors" in done.stdout

@@ -25,7 +25,8 @@ def new_figure(width: float = 7.0, height: float = 3.0, dpi: int = 100) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    # fixed margins, not the constrained layout: it costs about half of each live frame
+    fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
@@ -47,6 +48,7 @@ def draw_series(fig: Any, buffer: SeriesBuffer, units: str = "") -> Any:
     state = _artists(fig, "series")
     if state is None:
         fig.clear()
+        fig.subplots_adjust(left=0.11, right=0.97, bottom=0.17, top=0.88)
         ax = fig.add_subplot(1, 1, 1)
         (line,) = ax.plot([], [], drawstyle="steps-post", marker=".", color="tab:blue",
                           label=buffer.name)
@@ -71,6 +73,7 @@ def draw_trials(fig: Any, buffer: TrialBuffer, name: str = "", title: str = "") 
     metric = buffer.metric
     if state is None:
         fig.clear()
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.2, top=0.88, wspace=0.28)
         left, right = fig.subplots(1, 2, width_ratios=[3, 2])
         points = left.scatter([], [], s=14, color="tab:blue", alpha=0.7, label="trial")
         (best,) = left.plot([], [], drawstyle="steps-post", color="tab:red", lw=2,
@@ -96,7 +99,7 @@ def draw_trials(fig: Any, buffer: TrialBuffer, name: str = "", title: str = "") 
     if labels:
         right.set_xticks(range(len(labels)), labels, rotation=30, fontsize="small")
     best = buffer.best()
-    best_text = (f", best {metric} {best['objective']:.4g} at {best['value']!r}"
+    best_text = (f", best {metric} {best['objective'] + 0.0:.4g} at {best['value']!r}"
                  if best is not None else "")
     state["left"].set_title(title or f"{name or 'optimization'}: {len(xs)} trials{best_text}",
                             fontsize="medium", loc="left")

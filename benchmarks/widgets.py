@@ -29,7 +29,6 @@ tests print (tests/browser, ``server -> browser DOM``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import threading
 import time

@@ -345,8 +345,7 @@ def test_vars_into_a_closed_pipe_exits_quietly():
 async def test_planned_features_say_so_in_one_line(session, capsys):
     for call in (lambda: session.restore_session(3),
                  lambda: session.export_variables(),
-                 lambda: session.add_dependency("a", "b"),
-                 lambda: session.set_variable_permissions("x", {})):
+                 lambda: session.add_dependency("a", "b")):
         with pytest.raises(dn.Unsupported, match=r"^\w+\(\) \(.+\) is not available yet in "
                                                  r"dspex_notebook \d"):
             await call()

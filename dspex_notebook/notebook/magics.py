@@ -41,12 +41,17 @@ USAGE = """\
 %var history NAME --scrubber          a slider over the versions with a Restore button
 %var rollback NAME VERSION [--reason TEXT]
                                       write VERSION's value as a new version
+%var permissions NAME [--set RULES] [--check PERMISSION [--as SESSION]]
+                                      show / set (YAML: [{session_pattern: 'bob_*', permissions:
+                                      [read]}], [] for none) / check a variable's access rules
 %var optimize NAME --objective FUNC [--optimizer bayesian] [--max-iterations N] [--config YAML]
                                       start a server-held run; FUNC(value) -> float or dict;
                                       shows its live panel (--no-panel: just the run id)
 %var optimize NAME                    the live panel of NAME's current (or last) run
 %var status NAME                      the variable's optimization run
 %var stop NAME                        stop it (the best value found stays)
+%var dspy [list|sync PROGRAM [--prefix P]|push PROGRAM|pull PROGRAM]
+                                      DSPy programs' LM settings as variables (%var dspy help)
 %var help [COMMAND]                   this list, or one command's lines
 %%var [--replace]                     register/update many variables from a YAML block, atomically:
     temperature: {type: float, value: 0.7, constraints: {min: 0, max: 2}}
@@ -55,10 +60,11 @@ USAGE = """\
 
 
 SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
-               "cache", "optimize", "status", "stop", "history", "rollback", "help", "widget", "slider")
+               "cache", "optimize", "status", "stop", "history", "rollback", "permissions",
+               "dspy", "help", "widget", "slider")
 #: what completion offers after ``%var `` (aliases left out)
 COMPLETED = ("list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
-             "status", "stop", "history", "rollback", "help", "widget")
+             "status", "stop", "history", "rollback", "permissions", "dspy", "help", "widget")
 
 
 def _help(topic: str) -> str:
@@ -212,8 +218,18 @@ class DspexMagics(Magics):
             return self.optimize(rest)
         if head == "history":
             return self.history(rest)
+        if head == "dspy":  # the optional DSPy integration (dspex_notebook/dspy/_magic.py)
+            from ..dspy._magic import USAGE as DSPY_USAGE
+            from ..dspy._magic import dspy_command
+
+            if rest[:1] == ["help"]:
+                print(DSPY_USAGE)
+                return None
+            return dspy_command(self, rest)
         if head == "rollback":
             return self.rollback(rest)
+        if head == "permissions":
+            return self.permissions(rest)
         if head in ("status", "stop"):
             if len(rest) != 1:
                 raise UsageError(f"usage: %var {head} NAME")
@@ -354,6 +370,25 @@ class DspexMagics(Magics):
         version = self._run(self._ctx.rollback_variable(ns.name, ns.version, ns.reason))
         print(f"{ns.name}: version {version} = version {ns.version}'s value")
         return version
+
+    def permissions(self, argv: list[str]) -> Any:
+        """``%var permissions NAME``: the rules table; ``--set RULES`` (YAML) replaces them;
+        ``--check PERMISSION [--as SESSION]`` prints whether it is granted and why."""
+        from .._rules_text import check_line
+        from .._rules_text import permissions as run
+
+        p = _Parser(prog="%var permissions", add_help=False)
+        p.add_argument("name")
+        p.add_argument("--set", dest="rules", default=None)
+        p.add_argument("--check", default=None, metavar="PERMISSION")
+        p.add_argument("--as", dest="as_session", default=None, metavar="SESSION")
+        ns = p.parse_args(argv)
+        result = self._run(run(self._ctx, ns.name, ns.rules, ns.check, ns.as_session))
+        if ns.check is not None:
+            allowed, reason = result
+            print(check_line(ns.name, ns.check, allowed, reason))
+            return allowed
+        return result
 
     def optimize(self, argv: list[str]) -> Any:
         import yaml

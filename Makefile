@@ -44,6 +44,7 @@ bench: $(VENV)/.synced
 	$(PY) benchmarks/watch.py
 	$(PY) benchmarks/optimizers.py
 	$(PY) benchmarks/optimization_runs.py
+	$(PY) benchmarks/widgets.py
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check dspex_notebook tests benchmarks scripts

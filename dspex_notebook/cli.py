@@ -10,6 +10,7 @@
     dspex-notebook stats [NAME] [--json] [--session S] ...
     dspex-notebook status NAME | stop NAME | trials NAME [--limit N] [--json]   (optimization runs)
     dspex-notebook history NAME [--limit N] [--json] | rollback NAME VERSION [--reason TEXT]
+    dspex-notebook plot NAME --out FILE.png [--kind trials|values]   (a static figure)
     dspex-notebook permissions NAME [--set RULES] [--check PERMISSION [--as SESSION]] [--json]
     dspex-notebook dspy [--json] [--session S] ...         (variables bound to DSPy programs)
     dspex-notebook enable|disable [--sys-prefix]           (load the extension in every kernel)
@@ -334,6 +335,16 @@ def _rollback(args: argparse.Namespace) -> int:
     return _client(args, work)
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from .plotting.report import save_plot
+
+    async def work(ctx) -> int:
+        print(await save_plot(ctx, args.name, args.out, kind=args.kind, limit=args.limit))
+        return 0
+
+    return _client(args, work)
+
+
 def _permissions(args: argparse.Namespace) -> int:
     from ._rules_text import check_line, permissions
 
@@ -478,6 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--reason", default=None)
     client_options(back)
     back.set_defaults(func=_rollback)
+
+    plot = sub.add_parser("plot", help="a PNG of a variable's optimization trials or values")
+    plot.add_argument("name", metavar="NAME")
+    plot.add_argument("--out", required=True, help="PNG file to write")
+    plot.add_argument("--kind", choices=("trials", "values"), default="trials")
+    plot.add_argument("--limit", type=int, default=1000, help="trials or versions (default 1000)")
+    client_options(plot)
+    plot.set_defaults(func=_plot)
 
     perm = sub.add_parser("permissions", help="show, set or check a variable's access rules")
     perm.add_argument("name", metavar="NAME", help="a name of the session, or another's id")

@@ -184,7 +184,7 @@ def test_help_for_one_command(ext, capsys):
     assert capsys.readouterr().out == (
         "%var help: no command 'extra'; the commands are: list, info, register, del, watch, "
         "unwatch, stats, cache, optimize, status, stop, history, rollback, permissions, dspy, "
-        "help (`%var help` shows them all)\n")
+        "help, widget (`%var help` shows them all)\n")
     var(ext, "help register")
     out = capsys.readouterr().out
     assert out.startswith("%var register NAME TYPE VALUE") and "--replace" in out

@@ -380,3 +380,18 @@ async def test_get_batch_does_not_cache_a_value_fetched_across_a_newer_write():
 
     assert await cache.get_batch(["k"], fetch) == {"k": "as of 3"}
     assert "k" not in cache
+
+
+async def test_a_stream_that_starts_after_a_read_replays_what_the_read_missed(server):
+    """A value cached before the stream was live, then changed before it connected, must not
+    stay in the cache as 'coherent': the stream starts from the oldest cached read."""
+    sid = "cc-late-stream"
+    async with session_for(server, sid) as a, \
+            session_for(server, sid, cache_ttl=3600, coherent_cache=False) as b:
+        await a.register_variable("shared", "string", "one")
+        assert await b.get_variable("shared") == "one"  # cached, no stream yet
+        await a.set_variable("shared", "two")  # committed before b's stream exists
+        b._hub.start()  # the stream connects late (as on a loaded machine)
+        await until(lambda: b.get_cache_info()["coherent"])
+        await until(lambda: b.cached_value("shared") == "two")
+        await a.cleanup()

@@ -9,6 +9,9 @@
     dspex-notebook stats [NAME] [--json] [--session S] ...
     dspex-notebook status NAME | stop NAME | trials NAME [--limit N] [--json]   (optimization runs)
     dspex-notebook history NAME [--limit N] [--json] | rollback NAME VERSION [--reason TEXT]
+    dspex-notebook deps NAME [--transitive] [--dependents] [--json]
+                   | deps NAME --add OTHER [--type T] [--metadata JSON] | deps NAME --remove OTHER
+    dspex-notebook delete NAME [NAME ...] [--force]
     dspex-notebook enable|disable [--sys-prefix]           (load the extension in every kernel)
 
 The client commands use the running server of the store they are given (``--db``; the default
@@ -431,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--reason", default=None)
     client_options(back)
     back.set_defaults(func=_rollback)
+
+    from ._cli_dependencies import add_commands
+
+    add_commands(sub, client_options)
 
     for name, text in (("enable", "load the extension in every new IPython kernel"),
                        ("disable", "stop loading the extension in new kernels")):

@@ -312,3 +312,42 @@ async def test_watch_rpc_include_upstream_and_v04_add_dependency(server):
             session_id="raw", variable_identifier="x", force=True), metadata=md)
     finally:
         await channel.close()
+
+
+def test_edited_graphs_equal_freshly_built_ones():
+    """The incremental adjacency (Graph.derived) against a graph built from its edges, over
+    random adds, removes and deletes; and a long cycle is named by its ends."""
+    import random
+
+    from dspex_notebook._values import VariableSpec
+
+    rng = random.Random(7)
+    store = Store(MemoryBackend())
+    store.init_session("p", "s", {})
+    names = [f"v{i}" for i in range(30)]
+    store.register_many("p", "s", [VariableSpec(n, "float", 1.0) for n in names])
+    for _ in range(400):
+        a, b = rng.sample(names, 2)
+        op = rng.random()
+        try:
+            if op < 0.6:
+                dependencies.add(store, "p", "s", a, b)
+            elif op < 0.9:
+                dependencies.remove(store, "p", "s", a, b)
+            else:
+                store.delete("p", "s", a, force=True)
+                store.register_many("p", "s", [VariableSpec(a, "float", 1.0)])
+        except ValueError:
+            pass
+        got = dependencies.graph(store.view, "s")
+        fresh = dependencies.Graph.from_doc(got.to_doc())
+        for adjacency in ("out", "inc"):
+            assert {k: sorted((e.source, e.target) for e in v) for k, v in getattr(got, adjacency).items()} \
+                == {k: sorted((e.source, e.target) for e in v) for k, v in getattr(fresh, adjacency).items()}
+    chain = [f"c{i}" for i in range(40)]
+    store.register_many("p", "s", [VariableSpec(n, "float", 1.0) for n in chain])
+    for x, y in zip(chain[1:], chain, strict=False):
+        dependencies.add(store, "p", "s", x, y)
+    with pytest.raises(ValueError, match=r"cycle: c0 → c39 → c38 → c37 → c36 → c35 → … 29 more …"
+                                         r" → c5 → c4 → c3 → c2 → c1 → c0$"):
+        dependencies.add(store, "p", "s", "c0", "c39")

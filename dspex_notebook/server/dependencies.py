@@ -68,8 +68,9 @@ class Edge:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The document form (shares ``metadata``: edges and documents are never mutated)."""
         return {"from": self.source, "to": self.target, "type": self.type,
-                "metadata": dict(self.metadata)}
+                "metadata": self.metadata}
 
 
 class Graph:
@@ -78,13 +79,34 @@ class Graph:
     __slots__ = ("edges", "out", "inc", "_down")
 
     def __init__(self, edges: Mapping[tuple[str, str], Edge]) -> None:
-        self.edges = dict(sorted(edges.items()))
+        self.edges = dict(edges)
         self.out: dict[str, list[Edge]] = {}  # name -> edges to what it depends on
         self.inc: dict[str, list[Edge]] = {}  # name -> edges from what depends on it
         for edge in self.edges.values():
             self.out.setdefault(edge.source, []).append(edge)
             self.inc.setdefault(edge.target, []).append(edge)
         self._down: dict[str, frozenset[str]] = {}
+
+    def derived(self, edges: dict[tuple[str, str], Edge],
+                touched: set[tuple[str, str]]) -> Graph:
+        """The graph of ``edges``: this graph's with the ``touched`` keys removed, added or
+        replaced. Its adjacency is copied (C speed) and only the touched lists rebuilt, so an
+        edit of a big graph does not loop over every edge in Python."""
+        if len(touched) > 64 or not self.edges:
+            return Graph(edges)
+        new = Graph.__new__(Graph)
+        new.edges, new._down = edges, {}
+        new.out, new.inc = dict(self.out), dict(self.inc)
+        for adjacency, end in ((new.out, 0), (new.inc, 1)):
+            for node in {k[end] for k in touched}:
+                keys = [(e.source, e.target) for e in adjacency.get(node, ())]
+                keys += [k for k in touched if k[end] == node and k not in keys]
+                kept = [edges[k] for k in keys if k in edges]
+                if kept:
+                    adjacency[node] = kept
+                else:
+                    adjacency.pop(node, None)
+        return new
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any] | None) -> Graph:
@@ -95,7 +117,8 @@ class Graph:
         return cls(edges)
 
     def to_doc(self) -> dict[str, Any]:
-        return {"edges": [e.as_dict() for e in self.edges.values()]}
+        edges = self.edges
+        return {"edges": [edges[k].as_dict() for k in sorted(edges)]}
 
     def walk(self, name: str, dependents: bool, transitive: bool) -> list[tuple[Edge, int, str]]:
         """``(edge, depth, via)`` for each variable reached from ``name`` (breadth first, each
@@ -106,7 +129,8 @@ class Graph:
         while level:
             nxt = []
             for node in level:
-                for edge in (self.inc if dependents else self.out).get(node, ()):
+                found = (self.inc if dependents else self.out).get(node, ())
+                for edge in sorted(found, key=lambda e: (e.source, e.target)):
                     other = edge.source if dependents else edge.target
                     if other in seen:
                         continue
@@ -232,17 +256,23 @@ def parse_metadata_json(limits: Limits, text: str, where: str) -> dict[str, Any]
 class _Work:
     """A working copy of a graph being edited, with forward adjacency for the cycle check."""
 
-    def __init__(self, edges: Mapping[tuple[str, str], Edge]) -> None:
-        self.edges = dict(edges)
-        self.out: dict[str, set[str]] = {}
-        for s, t in self.edges:
-            self.out.setdefault(s, set()).add(t)
+    def __init__(self, base: Graph) -> None:
+        self.edges = dict(base.edges)
+        self._base = base  # its adjacency, read through ``edges`` (removals) plus ``_added``
+        self._added: dict[str, set[str]] = {}
+        self.touched: set[tuple[str, str]] = set()
 
     def remove(self, key: tuple[str, str]) -> Edge | None:
         edge = self.edges.pop(key, None)
         if edge is not None:
-            self.out[key[0]].discard(key[1])
+            self._added.get(key[0], set()).discard(key[1])
+            self.touched.add(key)
         return edge
+
+    def _targets(self, node: str) -> list[str]:
+        found = [e.target for e in self._base.out.get(node, ()) if (node, e.target) in self.edges]
+        found += self._added.get(node, ())
+        return sorted(set(found))
 
     def path(self, start: str, goal: str) -> list[str] | None:
         previous: dict[str, str | None] = {start: None}
@@ -254,7 +284,7 @@ class _Work:
                 while (back := previous[chain[-1]]) is not None:
                     chain.append(back)
                 return chain[::-1]
-            for target in sorted(self.out.get(node, ())):
+            for target in self._targets(node):
                 if target not in previous:
                     previous[target] = node
                     todo.append(target)
@@ -278,20 +308,23 @@ class _Work:
                                         f"(limit {limits.max_edges_per_session})")
         chain = self.path(edge.target, edge.source)
         if chain is not None:
-            raise InvalidArgument("dependency would create a cycle: "
-                                  + ARROW.join([edge.source, *chain]))
+            cycle = [edge.source, *chain]
+            if len(cycle) > 13:  # name the cycle, not 2000 variables
+                cycle = [*cycle[:6], f"… {len(cycle) - 12} more …", *cycle[-6:]]
+            raise InvalidArgument("dependency would create a cycle: " + ARROW.join(cycle))
         self.edges[key] = edge
-        self.out.setdefault(edge.source, set()).add(edge.target)
+        self._added.setdefault(edge.source, set()).add(edge.target)
+        self.touched.add(key)
 
     def graph(self) -> Graph:
-        return Graph(self.edges)
+        return self._base.derived(self.edges, self.touched)
 
 
 def stage_edges(view: View, limits: Limits, commit: Commit, session_id: str,
                 edges: Iterable[Mapping[str, Any]], replace: bool = False) -> None:
     """Stage ``edges`` (``{"from", "to", "type"?, "metadata"?}`` by name) into ``commit``: see
     the module docstring. Nothing is staged when one breaks a rule."""
-    work = _Work({} if replace else _staged(view, commit, session_id).edges)
+    work = _Work(EMPTY if replace else _staged(view, commit, session_id))
     names = _names_after(view, commit, session_id)
     for raw in edges:
         where = f"dependency {shorten(raw.get('from'), 40)} → {shorten(raw.get('to'), 40)}"
@@ -313,7 +346,7 @@ def stage_add(view: View, limits: Limits, sess: SessionState, source: str, targe
     edge = Edge(a.name, b.name, check_type(dependency_type), check_metadata(limits, metadata, where))
     commit = Commit()
     sid = sess.row.session_id
-    work = _Work(graph(view, sid).edges)
+    work = _Work(graph(view, sid))
     work.add(limits, edge, set(sess.by_name))
     _write(view, commit, sid, work.graph())
     return commit
@@ -322,11 +355,12 @@ def stage_add(view: View, limits: Limits, sess: SessionState, source: str, targe
 def stage_remove(view: View, sess: SessionState, source: str, target: str) -> Commit:
     a, b = resolve(view, sess, source), resolve(view, sess, target)
     sid = sess.row.session_id
-    edges = dict(graph(view, sid).edges)
+    current = graph(view, sid)
+    edges = dict(current.edges)
     if edges.pop((a.name, b.name), None) is None:
         raise InvalidArgument(f"{a.name!r} does not depend on {b.name!r}")
     commit = Commit()
-    _write(view, commit, sid, Graph(edges))
+    _write(view, commit, sid, current.derived(edges, {(a.name, b.name)}))
     return commit
 
 
@@ -337,7 +371,7 @@ def stage_declared(view: View, limits: Limits, commit: Commit, sess: SessionStat
     count). Re-registering (``replace``) with dependencies replaces its outgoing edges."""
     sid = sess.row.session_id
     created = {p.var.name for p in commit.puts if p.op == "register"}
-    work = _Work(_staged(view, commit, sid).edges)
+    work = _Work(_staged(view, commit, sid))
     names = _names_after(view, commit, sid)
     for name, idents in declared.items():
         if not idents:
@@ -376,9 +410,13 @@ def drop_deleted(view: View, commit: Commit) -> None:
         current = _staged(view, commit, sid)
         if not names or not current.edges:
             continue
-        kept = {k: e for k, e in current.edges.items() if k[0] not in names and k[1] not in names}
-        if len(kept) != len(current.edges):
-            _write(view, commit, sid, Graph(kept))
+        gone_keys = {(e.source, e.target) for n in names
+                     for e in (*current.out.get(n, ()), *current.inc.get(n, ()))}
+        if gone_keys:
+            kept = dict(current.edges)
+            for key in gone_keys:
+                del kept[key]
+            _write(view, commit, sid, current.derived(kept, gone_keys))
 
 
 def describe(view: View, sess: SessionState, ident: str, dependents: bool,

@@ -16,8 +16,6 @@ from ._errors import Unsupported
 
 #: SessionContext methods of variables-api-spec.md not built yet -> the feature they belong to
 METHODS = {
-    "set_variable_permissions": "permissions",
-    "check_variable_access": "permissions",
     "export_variables": "export/import",
     "import_variables": "export/import",
     "restore_session": "restore to a revision",
@@ -27,8 +25,6 @@ METHODS = {
 
 #: ``%var WORD`` / ``dspex-notebook WORD`` commands not built yet -> feature
 COMMANDS = {
-    "permissions": "permissions",
-    "access": "permissions",
     "export": "export/import",
     "import": "export/import",
     "restore": "restore to a revision",

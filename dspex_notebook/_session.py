@@ -36,6 +36,7 @@ from ._errors import (
     VariableNotFoundError,
     VariableTypeError,
 )
+from ._permissions import PermissionsMixin
 from ._types import Trial, Variable
 from ._values import VariableSpec, infer_type
 from ._watch import Clock, Watch, WatchHub
@@ -46,7 +47,7 @@ __all__ = ["SessionContext", "infer_type"]
 _NONFINITE_TYPES = ("float", "embedding", "tensor")
 
 
-class SessionContext(DependencyMethods):
+class SessionContext(DependencyMethods, PermissionsMixin):
     """A session on a dspex/snakepit bridge server, with typed, cached, watchable variables.
 
     Parameters:
@@ -207,6 +208,8 @@ class SessionContext(DependencyMethods):
     # bookkeeping
 
     def _remember(self, var: Variable, ident: str | None = None) -> None:
+        if var.session_id and var.session_id != self.session_id:
+            return  # another session's variable (by id): never cached under our names
         self._catalog.learn(var.id, var.name, var.type, var.constraints, ident)
 
     def _put(self, ident: str, value: Any, mod_revision: int, read_revision: int) -> None:
@@ -634,7 +637,8 @@ class SessionContext(DependencyMethods):
         :meth:`Watch.aclose` to stop) or ``asyncio.create_task(session.watch_variable("x"))``
         with :meth:`Watch.on_update`; :meth:`cancel_watch` stops either.
         """
-        return Watch(self._hub, [name], include_initial=include_initial, filter_fn=filter_fn,
+        return Watch(self._hub_for([name], include_initial), [name],
+                     include_initial=include_initial, filter_fn=filter_fn,
                      throttle_ms=throttle_ms, debounce_ms=debounce_ms,
                      include_upstream=include_upstream)
 
@@ -644,9 +648,21 @@ class SessionContext(DependencyMethods):
                         include_upstream: bool = False) -> Watch:
         """Watch several variables; as :meth:`watch_variable` but ``filter_fn(name, old,
         new)``, and throttle/debounce apply per variable."""
-        return Watch(self._hub, list(names), include_initial=include_initial, filter_fn=filter_fn,
+        names = list(names)
+        return Watch(self._hub_for(names, include_initial), names,
+                     include_initial=include_initial, filter_fn=filter_fn,
                      filter_with_name=True, throttle_ms=throttle_ms, debounce_ms=debounce_ms,
                      include_upstream=include_upstream)
+
+    def _hub_for(self, names: list[str], include_initial: bool) -> Any:
+        """The session's watch hub, or for ids not known as this session's (another
+        session's variables, reached by id where their rules give ``observe``) a stream of
+        their own (``_direct_watch.py``), which ends with AccessDenied when access ends."""
+        if any("#" in n and n not in self._catalog for n in names):
+            from ._direct_watch import DirectFeed
+
+            return DirectFeed(self, self._hub._clock, self._hub._backoff, include_initial)
+        return self._hub
 
     def cancel_watch(self, watch_task: Watch | asyncio.Task[Any]) -> None:
         """Stop a watch: a :class:`Watch`, or a task that runs one (``create_task(watch)``) or

@@ -292,6 +292,7 @@ async def test_subscribe_invalidation_on_remote_write_delete_and_pattern(two):
 
     sub = b.cache.subscribe_invalidation("x", lambda k, r: calls.append(("sync", k, r)))
     b.cache.subscribe_invalidation("x", async_callback)
+    await until(lambda: b.get_cache_info()["coherent"])  # B's stream is live: entries stay
     for name in ("x", "p.a", "p.b", "q"):
         await b.get_variable(name)
     async with b.watch_variables(["x", "q"]) as watch:

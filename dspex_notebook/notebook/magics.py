@@ -44,10 +44,15 @@ USAGE = """\
 %var deps NAME --add OTHER [--type data|constraint|optimization] [--metadata JSON]
                                       NAME depends on OTHER from now on (cycles are refused)
 %var deps NAME --remove OTHER         NAME no longer depends on OTHER
+%var permissions NAME [--set RULES] [--check PERMISSION [--as SESSION]]
+                                      show / set (YAML: [{session_pattern: 'bob_*', permissions:
+                                      [read]}], [] for none) / check a variable's access rules
 %var optimize NAME --objective FUNC [--optimizer bayesian] [--max-iterations N] [--config YAML]
                                       start a server-held run; FUNC(value) -> float or dict
 %var status NAME                      the variable's optimization run
 %var stop NAME                        stop it (the best value found stays)
+%var dspy [list|sync PROGRAM [--prefix P]|push PROGRAM|pull PROGRAM]
+                                      DSPy programs' LM settings as variables (%var dspy help)
 %var help [COMMAND]                   this list, or one command's lines
 %%var [--replace]                     register/update many variables from a YAML block, atomically:
     temperature: {type: float, value: 0.7, constraints: {min: 0, max: 2}}
@@ -56,10 +61,11 @@ USAGE = """\
 
 
 SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
-               "cache", "optimize", "status", "stop", "history", "rollback", "deps", "help")
+               "cache", "optimize", "status", "stop", "history", "rollback", "deps", "permissions",
+               "dspy", "help")
 #: what completion offers after ``%var `` (aliases left out)
 COMPLETED = ("list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
-             "status", "stop", "history", "rollback", "deps", "help")
+             "status", "stop", "history", "rollback", "deps", "permissions", "dspy", "help")
 
 
 def _help(topic: str) -> str:
@@ -213,10 +219,20 @@ class DspexMagics(Magics):
             return self.optimize(rest)
         if head == "history":
             return self.history(rest)
+        if head == "dspy":  # the optional DSPy integration (dspex_notebook/dspy/_magic.py)
+            from ..dspy._magic import USAGE as DSPY_USAGE
+            from ..dspy._magic import dspy_command
+
+            if rest[:1] == ["help"]:
+                print(DSPY_USAGE)
+                return None
+            return dspy_command(self, rest)
         if head == "rollback":
             return self.rollback(rest)
         if head == "deps":
             return self.deps(rest)
+        if head == "permissions":
+            return self.permissions(rest)
         if head in ("status", "stop"):
             if len(rest) != 1:
                 raise UsageError(f"usage: %var {head} NAME")
@@ -374,6 +390,24 @@ class DspexMagics(Magics):
         method = self._ctx.get_dependents if ns.dependents else self._ctx.get_dependencies
         return DependencyTable(ns.name, self._run(method(ns.name, ns.transitive)),
                                ns.dependents, ns.transitive)
+    def permissions(self, argv: list[str]) -> Any:
+        """``%var permissions NAME``: the rules table; ``--set RULES`` (YAML) replaces them;
+        ``--check PERMISSION [--as SESSION]`` prints whether it is granted and why."""
+        from .._rules_text import check_line
+        from .._rules_text import permissions as run
+
+        p = _Parser(prog="%var permissions", add_help=False)
+        p.add_argument("name")
+        p.add_argument("--set", dest="rules", default=None)
+        p.add_argument("--check", default=None, metavar="PERMISSION")
+        p.add_argument("--as", dest="as_session", default=None, metavar="SESSION")
+        ns = p.parse_args(argv)
+        result = self._run(run(self._ctx, ns.name, ns.rules, ns.check, ns.as_session))
+        if ns.check is not None:
+            allowed, reason = result
+            print(check_line(ns.name, ns.check, allowed, reason))
+            return allowed
+        return result
 
     def optimize(self, argv: list[str]) -> str:
         import yaml

@@ -223,11 +223,11 @@ def stage_declared(view: View, limits: Limits, commit: Commit, sess: SessionStat
     _write(view, commit, sid, work.graph())
 
 
-def check_delete(view: View, sess: SessionState, name: str, force: bool) -> None:
+def check_delete(view: View, session_id: str, name: str, force: bool) -> None:
     """Refuse deleting ``name`` while others depend on it, unless ``force``."""
     if force:
         return
-    users = sorted(e.source for e in graph(view, sess.row.session_id).inc.get(name, ()))
+    users = sorted(e.source for e in graph(view, session_id).inc.get(name, ()))
     if users:
         raise InvalidArgument(
             f"variable {name!r} cannot be deleted: {', '.join(map(repr, users))} "

@@ -59,20 +59,27 @@ __all__ = ["ARROW", "KIND", "TYPES", "Edge", "Graph", "add", "check_delete", "dr
            "graph", "lookup", "read_edges", "remove", "stage_edges"]
 
 
-_cache: dict[int, tuple[DocRow, Graph]] = {}  # id(DocRow) -> (the row, its parsed graph)
+#: session id -> (the graph document's row, its parsed graph): one entry per session, checked
+#: by identity, so its memory is at most that of the documents themselves
+_cache: dict[str, tuple[DocRow, Graph]] = {}
+_CACHE_MAX = 10_000
 
 
 def _parsed(row: DocRow | None) -> Graph:
     if row is None or row.doc is None:
         return EMPTY
-    hit = _cache.get(id(row))
+    hit = _cache.get(row.key)
     if hit is not None and hit[0] is row:
         return hit[1]
     graph = Graph.from_doc(row.doc)
-    if len(_cache) >= 256:
-        _cache.clear()
-    _cache[id(row)] = (row, graph)
+    _remember(row, graph)
     return graph
+
+
+def _remember(row: DocRow, graph: Graph) -> None:
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[row.key] = (row, graph)
 
 
 def graph(view: View, session_id: str) -> Graph:
@@ -102,7 +109,8 @@ def _write(view: View, commit: Commit, session_id: str, new: Graph) -> None:
     row = DocRow(KIND, session_id, session_id, new.to_doc() if new.edges else None)
     commit.docs = [d for d in commit.docs if not (d.kind == KIND and d.key == session_id)]
     commit.docs.append(row)
-    _cache[id(row)] = (row, new)
+    if row.doc is not None:
+        _remember(row, new)
     if not any(c.kind == KIND and c.key == session_id for c in commit.doc_compares):
         current = view.docs.get((KIND, session_id))
         commit.doc_compares.append(DocCompare(KIND, session_id, current.mod_revision if current else 0))

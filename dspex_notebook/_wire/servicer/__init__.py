@@ -4,6 +4,7 @@
 * ``variables.py``: sessions and variables (unary RPCs);
 * ``watch.py``: ``Watch``, ``WatchVariables`` (v0.4.x) and ``GetVariableStats``;
 * ``optimization.py``: server-held optimization runs (start/stop, ask/tell, status, trials);
+* ``dependencies.py``: dependencies between variables (add, remove, list);
 * ``access.py``: access rules of variables (set, get, check).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 from ..._proto import snakepit_bridge_pb2_grpc as pb_grpc
 from .access import AccessHandlers
 from .base import MalformedRequest, lenient_deserializer, unsupported
+from .dependencies import DependencyHandlers
 from .optimization import OptimizationHandlers
 from .variables import VariableHandlers
 from .watch import WatchHandlers
@@ -20,6 +22,7 @@ __all__ = ["BridgeServicer", "MalformedRequest", "lenient_deserializer"]
 
 
 class BridgeServicer(VariableHandlers, WatchHandlers, OptimizationHandlers, AccessHandlers,
+                     DependencyHandlers,
                      pb_grpc.BridgeServiceServicer):
     """``snakepit.bridge.BridgeService`` backed by a :class:`~...server.store.Store`."""
 
@@ -29,4 +32,3 @@ class BridgeServicer(VariableHandlers, WatchHandlers, OptimizationHandlers, Acce
     GetExposedElixirTools = unsupported("GetExposedElixirTools (tool bridge)")
     ExecuteElixirTool = unsupported("ExecuteElixirTool (tool bridge)")
     ExecuteStreamingTool = unsupported("ExecuteStreamingTool (tool bridge)")
-    AddDependency = unsupported("AddDependency")

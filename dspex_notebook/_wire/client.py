@@ -357,9 +357,11 @@ class Bridge:
         values, revs = _codec.unpack_values(reply.packed_values, reply.packed_binary)
         if len(values) != len(order):
             raise DspexError(f"GetVariables: {len(values)} values for {len(order)} identifiers")
-        if None in revs:  # an older server: the read's revision stands in
-            revs = [revision if rev is None else rev for rev in revs]
-        return dict(zip(order, values)), missing, revision, dict(zip(order, revs))
+        mod_revs: dict[str, int] = (
+            dict(zip(order, revs, strict=True)) if None not in revs  # type: ignore[arg-type]
+            # an older server: the read's revision stands in
+            else {i: revision if r is None else r for i, r in zip(order, revs, strict=True)})
+        return dict(zip(order, values, strict=True)), missing, revision, mod_revs
 
     async def set_variables(
         self, session_id: str, updates: Mapping[str, tuple[str, Any]],

@@ -16,12 +16,6 @@ from ._errors import Unsupported
 
 #: SessionContext methods of variables-api-spec.md not built yet -> the feature they belong to
 METHODS = {
-    "add_dependency": "dependencies",
-    "remove_dependency": "dependencies",
-    "get_dependencies": "dependencies",
-    "get_dependents": "dependencies",
-    "set_variable_permissions": "permissions",
-    "check_variable_access": "permissions",
     "export_variables": "export/import",
     "import_variables": "export/import",
     "restore_session": "restore to a revision",
@@ -31,11 +25,6 @@ METHODS = {
 
 #: ``%var WORD`` / ``dspex-notebook WORD`` commands not built yet -> feature
 COMMANDS = {
-    "deps": "dependencies",
-    "depend": "dependencies",
-    "dependencies": "dependencies",
-    "permissions": "permissions",
-    "access": "permissions",
     "export": "export/import",
     "import": "export/import",
     "restore": "restore to a revision",

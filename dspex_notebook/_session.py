@@ -27,6 +27,7 @@ from ._cache import MISS, VariableCache
 from ._catalog import Catalog
 from ._connect import Locator, require_session
 from ._constraints import canonical_type, validate
+from ._dependencies import DependencyMethods
 from ._errors import (
     ConstraintViolation,
     DspexError,
@@ -35,6 +36,7 @@ from ._errors import (
     VariableNotFoundError,
     VariableTypeError,
 )
+from ._permissions import PermissionsMixin
 from ._types import Trial, Variable
 from ._values import VariableSpec, infer_type
 from ._watch import Clock, Watch, WatchHub
@@ -45,7 +47,7 @@ __all__ = ["SessionContext", "infer_type"]
 _NONFINITE_TYPES = ("float", "embedding", "tensor")
 
 
-class SessionContext:
+class SessionContext(DependencyMethods, PermissionsMixin):
     """A session on a dspex/snakepit bridge server, with typed, cached, watchable variables.
 
     Parameters:
@@ -206,6 +208,8 @@ class SessionContext:
     # bookkeeping
 
     def _remember(self, var: Variable, ident: str | None = None) -> None:
+        if var.session_id and var.session_id != self.session_id:
+            return  # another session's variable (by id): never cached under our names
         self._catalog.learn(var.id, var.name, var.type, var.constraints, ident)
 
     def _put(self, ident: str, value: Any, mod_revision: int, read_revision: int) -> None:
@@ -383,6 +387,7 @@ class SessionContext:
     async def register_variable(
         self, name: str, type: str, initial_value: Any,
         constraints: Mapping[str, Any] | None = None, metadata: Mapping[str, str] | None = None,
+        dependencies: Iterable[str] | None = None,
         *, replace: bool = False,
     ) -> str:
         """Create a variable and return its id.
@@ -393,6 +398,9 @@ class SessionContext:
             initial_value: checked against the type and ``constraints``.
             constraints: per-type rules, e.g. ``{"min": 0.0, "max": 2.0}`` (see docs/types.md).
             metadata: free-form string pairs stored with the variable.
+            dependencies: ids or names of variables this one depends on (edges of type
+                ``data``, in the same commit as the registration; with ``replace``, they
+                replace the variable's own). See :meth:`add_dependency`.
             replace: replace an existing variable of that name instead of failing.
 
         Raises:
@@ -401,8 +409,12 @@ class SessionContext:
             InvalidArgument (ValueError): unknown type or constraint, bad name.
             VariableExistsError (ValueError): the name is taken and ``replace`` is false.
         """
+        if isinstance(dependencies, str):
+            raise InvalidArgument("dependencies must be a list of variable ids or names, "
+                                  f"got the string {dependencies!r}")
         spec = VariableSpec.checked(name, type, initial_value, constraints, metadata, replace)
-        var = await self._bridge.register_variable(self.session_id, spec)
+        var = await self._bridge.register_variable(self.session_id, spec,
+                                                   list(dependencies or ()))
         if isinstance(var, str):  # an old server returns only the id
             self._catalog.forget(name)
             self._cache.invalidate(name)
@@ -546,15 +558,19 @@ class SessionContext:
             for ident in updates
         }
 
-    async def delete_variable(self, name: str) -> None:
+    async def delete_variable(self, name: str, force: bool = False) -> None:
         """Delete a variable (its history is kept on the server).
+
+        Refused while other variables depend on it, unless ``force``, which removes those
+        dependencies in the same commit (its own dependencies always go with it).
 
         Raises:
             VariableNotFoundError: no such variable.
+            InvalidArgument (a ValueError): others depend on it (named) and not ``force``.
         """
         key = self._catalog.key(name)
         try:
-            rev = await self._bridge.delete_variable(self.session_id, name)
+            rev = await self._bridge.delete_variable(self.session_id, name, force)
             self.last_revision = max(self.last_revision, rev)
             self._cache.note_revision(key, rev)
         finally:
@@ -605,7 +621,7 @@ class SessionContext:
 
     def watch_variable(self, name: str, include_initial: bool = True,
                        filter_fn: Callable[[Any, Any], bool] | None = None, throttle_ms: int = 0,
-                       *, debounce_ms: int = 0) -> Watch:
+                       *, debounce_ms: int = 0, include_upstream: bool = False) -> Watch:
         """Watch one variable: a :class:`Watch` yielding :class:`VariableUpdate` objects.
 
         Parameters:
@@ -616,21 +632,39 @@ class SessionContext:
             throttle_ms: at most one update per this many ms (coalesced to the latest value,
                 the final value always arrives).
             debounce_ms: deliver only after this many ms without a change.
+            include_upstream: also the changes of the variables it depends on (transitively),
+                marked with ``update.upstream_of`` (``update.name`` is the one that changed).
 
         Use ``async for update in session.watch_variable("x")`` (``async with`` or
         :meth:`Watch.aclose` to stop) or ``asyncio.create_task(session.watch_variable("x"))``
         with :meth:`Watch.on_update`; :meth:`cancel_watch` stops either.
         """
-        return Watch(self._hub, [name], include_initial=include_initial, filter_fn=filter_fn,
-                     throttle_ms=throttle_ms, debounce_ms=debounce_ms)
+        return Watch(self._hub_for([name], include_initial), [name],
+                     include_initial=include_initial, filter_fn=filter_fn,
+                     throttle_ms=throttle_ms, debounce_ms=debounce_ms,
+                     include_upstream=include_upstream)
 
     def watch_variables(self, names: Iterable[str], include_initial: bool = True,
                         filter_fn: Callable[[str, Any, Any], bool] | None = None,
-                        throttle_ms: int = 0, debounce_ms: int = 0) -> Watch:
+                        throttle_ms: int = 0, debounce_ms: int = 0, *,
+                        include_upstream: bool = False) -> Watch:
         """Watch several variables; as :meth:`watch_variable` but ``filter_fn(name, old,
         new)``, and throttle/debounce apply per variable."""
-        return Watch(self._hub, list(names), include_initial=include_initial, filter_fn=filter_fn,
-                     filter_with_name=True, throttle_ms=throttle_ms, debounce_ms=debounce_ms)
+        names = list(names)
+        return Watch(self._hub_for(names, include_initial), names,
+                     include_initial=include_initial, filter_fn=filter_fn,
+                     filter_with_name=True, throttle_ms=throttle_ms, debounce_ms=debounce_ms,
+                     include_upstream=include_upstream)
+
+    def _hub_for(self, names: list[str], include_initial: bool) -> Any:
+        """The session's watch hub, or for ids not known as this session's (another
+        session's variables, reached by id where their rules give ``observe``) a stream of
+        their own (``_direct_watch.py``), which ends with AccessDenied when access ends."""
+        if any("#" in n and n not in self._catalog for n in names):
+            from ._direct_watch import DirectFeed
+
+            return DirectFeed(self, self._hub._clock, self._hub._backoff, include_initial)
+        return self._hub
 
     def cancel_watch(self, watch_task: Watch | asyncio.Task[Any]) -> None:
         """Stop a watch: a :class:`Watch`, or a task that runs one (``create_task(watch)``) or

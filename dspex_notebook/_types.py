@@ -49,6 +49,8 @@ class Variable:
     source: str = "python"
     updated_at: _dt.datetime | None = None
     optimizing: bool = False
+    #: the owning session (a dspex server says; empty from a v0.4.x server)
+    session_id: str = field(default="", compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The metadata view used by ``get_variables(..., include_metadata=True)``."""
@@ -106,6 +108,11 @@ class VariableUpdate:
     * ``"resync"``: the watch lost its place (history compacted, the server's store changed or
       it fell behind) and relisted: ``value`` is the current value, changes in between may be
       missing.
+
+    ``upstream_of`` is set on an update that a watch with ``include_upstream=True`` delivers
+    because a variable its watched ones depend on changed: ``name`` is that upstream variable,
+    ``upstream_of`` the watched variables that depend on it (directly or not); see
+    :attr:`is_upstream`.
     """
 
     variable_id: str
@@ -120,6 +127,12 @@ class VariableUpdate:
     timestamp: _dt.datetime | None = None
     source: str = ""
     constraints: dict[str, Any] | None = None
+    upstream_of: tuple[str, ...] = ()
+
+    @property
+    def is_upstream(self) -> bool:
+        """True for an upstream change (see ``upstream_of``)."""
+        return bool(self.upstream_of)
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,6 +195,31 @@ class BridgeServiceStub:
                 request_serializer=snakepit__bridge__pb2.OptimizationQuery.SerializeToString,
                 response_deserializer=snakepit__bridge__pb2.OptimizationReply.FromString,
                 _registered_method=True)
+        self.RemoveDependency = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/RemoveDependency',
+                request_serializer=snakepit__bridge__pb2.RemoveDependencyRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.RemoveDependencyResponse.FromString,
+                _registered_method=True)
+        self.GetDependencies = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/GetDependencies',
+                request_serializer=snakepit__bridge__pb2.GetDependenciesRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.GetDependenciesResponse.FromString,
+                _registered_method=True)
+        self.SetVariablePermissions = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/SetVariablePermissions',
+                request_serializer=snakepit__bridge__pb2.SetVariablePermissionsRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.VariablePermissionsResponse.FromString,
+                _registered_method=True)
+        self.GetVariablePermissions = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/GetVariablePermissions',
+                request_serializer=snakepit__bridge__pb2.GetVariablePermissionsRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.VariablePermissionsResponse.FromString,
+                _registered_method=True)
+        self.CheckVariableAccess = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/CheckVariableAccess',
+                request_serializer=snakepit__bridge__pb2.CheckVariableAccessRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.CheckVariableAccessResponse.FromString,
+                _registered_method=True)
 
 
 class BridgeServiceServicer:
@@ -401,6 +426,38 @@ class BridgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveDependency(self, request, context):
+        """dspex: dependencies between variables (AddDependency above adds one), docs/api.md
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDependencies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetVariablePermissions(self, request, context):
+        """dspex: access rules of a variable (set_variable_permissions / check_variable_access)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVariablePermissions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckVariableAccess(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BridgeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -563,6 +620,31 @@ def add_BridgeServiceServicer_to_server(servicer, server):
                     servicer.KeepAliveOptimization,
                     request_deserializer=snakepit__bridge__pb2.OptimizationQuery.FromString,
                     response_serializer=snakepit__bridge__pb2.OptimizationReply.SerializeToString,
+            ),
+            'RemoveDependency': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveDependency,
+                    request_deserializer=snakepit__bridge__pb2.RemoveDependencyRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.RemoveDependencyResponse.SerializeToString,
+            ),
+            'GetDependencies': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDependencies,
+                    request_deserializer=snakepit__bridge__pb2.GetDependenciesRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.GetDependenciesResponse.SerializeToString,
+            ),
+            'SetVariablePermissions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetVariablePermissions,
+                    request_deserializer=snakepit__bridge__pb2.SetVariablePermissionsRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.VariablePermissionsResponse.SerializeToString,
+            ),
+            'GetVariablePermissions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVariablePermissions,
+                    request_deserializer=snakepit__bridge__pb2.GetVariablePermissionsRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.VariablePermissionsResponse.SerializeToString,
+            ),
+            'CheckVariableAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckVariableAccess,
+                    request_deserializer=snakepit__bridge__pb2.CheckVariableAccessRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.CheckVariableAccessResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1429,6 +1511,141 @@ class BridgeService:
             '/snakepit.bridge.BridgeService/KeepAliveOptimization',
             snakepit__bridge__pb2.OptimizationQuery.SerializeToString,
             snakepit__bridge__pb2.OptimizationReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveDependency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/RemoveDependency',
+            snakepit__bridge__pb2.RemoveDependencyRequest.SerializeToString,
+            snakepit__bridge__pb2.RemoveDependencyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDependencies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/GetDependencies',
+            snakepit__bridge__pb2.GetDependenciesRequest.SerializeToString,
+            snakepit__bridge__pb2.GetDependenciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetVariablePermissions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/SetVariablePermissions',
+            snakepit__bridge__pb2.SetVariablePermissionsRequest.SerializeToString,
+            snakepit__bridge__pb2.VariablePermissionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVariablePermissions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/GetVariablePermissions',
+            snakepit__bridge__pb2.GetVariablePermissionsRequest.SerializeToString,
+            snakepit__bridge__pb2.VariablePermissionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckVariableAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/CheckVariableAccess',
+            snakepit__bridge__pb2.CheckVariableAccessRequest.SerializeToString,
+            snakepit__bridge__pb2.CheckVariableAccessResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,7 @@ def update_from_pb(ev: pb.WatchEvent) -> VariableUpdate:
         variable_id=ev.variable_id, name=ev.name, value=value, old_value=old, kind=ev.kind,
         revision=ev.revision, version=ev.version, type=ev.type, metadata=dict(ev.metadata),
         timestamp=timestamp_to_datetime(ev.timestamp), source=ev.source, constraints=constraints,
+        upstream_of=tuple(ev.dependents),
     )
 
 
@@ -81,4 +82,5 @@ def variable_from_pb(var: pb.Variable) -> Any:
         source=SOURCE_NAMES.get(var.source, "python"),
         updated_at=timestamp_to_datetime(var.last_updated_at),
         optimizing=var.optimization_status.optimizing,
+        session_id=var.session_id,
     )

@@ -29,19 +29,35 @@ USAGE = """\
 %var NAME = EXPR                      set; EXPR is evaluated in the notebook namespace
 %var register NAME TYPE VALUE [--min X] [--max X] [--step X] [--choices a,b]
                                       [--constraints JSON] [--description TEXT] [--replace]
-%var del NAME [NAME ...]              delete variables (stops at the first error)
+%var del NAME [NAME ...] [--force]    delete variables (stops at the first error); --force
+                                      also when others depend on them (those edges go too)
 %var watch NAME [NAME ...]            a live display of the variables, updated as they change
 %var unwatch [NAME ...]               stop live displays (all, or those showing NAME)
+%var widget NAME [NAME ...] [--throttle-ms N] [--on-release]
+                                      controls bound both ways (alias: %var slider)
 %var stats [NAME]                     access statistics (server counts + this client's cache)
 %var cache [--ttl S] [--max-size N] [--policy lru|lfu|fifo]
                                       show (or change) this client's cache
 %var history NAME [--limit N]         the variable's versions, newest first
+%var history NAME --scrubber          a slider over the versions with a Restore button
 %var rollback NAME VERSION [--reason TEXT]
                                       write VERSION's value as a new version
+%var deps NAME [--transitive] [--dependents]
+                                      what NAME depends on (or what depends on it), a table
+%var deps NAME --add OTHER [--type data|constraint|optimization] [--metadata JSON]
+                                      NAME depends on OTHER from now on (cycles are refused)
+%var deps NAME --remove OTHER         NAME no longer depends on OTHER
+%var permissions NAME [--set RULES] [--check PERMISSION [--as SESSION]]
+                                      show / set (YAML: [{session_pattern: 'bob_*', permissions:
+                                      [read]}], [] for none) / check a variable's access rules
 %var optimize NAME --objective FUNC [--optimizer bayesian] [--max-iterations N] [--config YAML]
-                                      start a server-held run; FUNC(value) -> float or dict
+                                      start a server-held run; FUNC(value) -> float or dict;
+                                      shows its live panel (--no-panel: just the run id)
+%var optimize NAME                    the live panel of NAME's current (or last) run
 %var status NAME                      the variable's optimization run
 %var stop NAME                        stop it (the best value found stays)
+%var dspy [list|sync PROGRAM [--prefix P]|push PROGRAM|pull PROGRAM]
+                                      DSPy programs' LM settings as variables (%var dspy help)
 %var help [COMMAND]                   this list, or one command's lines
 %%var [--replace]                     register/update many variables from a YAML block, atomically:
     temperature: {type: float, value: 0.7, constraints: {min: 0, max: 2}}
@@ -50,10 +66,12 @@ USAGE = """\
 
 
 SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
-               "cache", "optimize", "status", "stop", "history", "rollback", "help")
+               "cache", "optimize", "status", "stop", "history", "rollback", "deps", "permissions",
+               "dspy", "help", "widget", "slider")
 #: what completion offers after ``%var `` (aliases left out)
 COMPLETED = ("list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
-             "status", "stop", "history", "rollback", "help")
+             "status", "stop", "history", "rollback", "deps", "permissions", "dspy", "help",
+             "widget")
 
 
 def _help(topic: str) -> str:
@@ -64,14 +82,16 @@ def _help(topic: str) -> str:
     if key in SUBCOMMANDS:
         lines = USAGE.splitlines()
         prefix = "%%var" if key == "%%var" else f"%var {key}"
+        block: list[str] = []
         for i, line in enumerate(lines):
-            if line.startswith(prefix + " ") or line == prefix:
-                block = [line]
+            if line.startswith(prefix + " ") or line == prefix:  # every form of the command
+                block.append(line)
                 for more in lines[i + 1:]:  # continuation lines are indented
                     if not more.startswith(" "):
                         break
                     block.append(more)
-                return "\n".join(block)
+        if block:
+            return "\n".join(block)
     return (f"%var help: no command {topic!r}; the commands are: {', '.join(COMPLETED)} "
             "(`%var help` shows them all)")
 
@@ -195,6 +215,8 @@ class DspexMagics(Magics):
             return self.watch(rest)
         if head == "unwatch":
             return self.unwatch(rest)
+        if head in ("widget", "slider"):
+            return self.widget(head, rest)
         if head == "stats":
             if len(rest) > 1:
                 raise UsageError("usage: %var stats [NAME]")
@@ -205,17 +227,31 @@ class DspexMagics(Magics):
             return self.optimize(rest)
         if head == "history":
             return self.history(rest)
+        if head == "dspy":  # the optional DSPy integration (dspex_notebook/dspy/_magic.py)
+            from ..dspy._magic import USAGE as DSPY_USAGE
+            from ..dspy._magic import dspy_command
+
+            if rest[:1] == ["help"]:
+                print(DSPY_USAGE)
+                return None
+            return dspy_command(self, rest)
         if head == "rollback":
             return self.rollback(rest)
+        if head == "deps":
+            return self.deps(rest)
+        if head == "permissions":
+            return self.permissions(rest)
         if head in ("status", "stop"):
             if len(rest) != 1:
                 raise UsageError(f"usage: %var {head} NAME")
             return self.status(rest[0]) if head == "status" else self.stop(rest[0])
         if head in ("del", "delete", "rm"):
-            if not rest:
-                raise UsageError("usage: %var del NAME [NAME ...]")
-            for name in rest:
-                self._run(self._ctx.delete_variable(name))
+            force = "--force" in rest
+            names = [w for w in rest if w != "--force"]
+            if not names:
+                raise UsageError("usage: %var del NAME [NAME ...] [--force]")
+            for name in names:
+                self._run(self._ctx.delete_variable(name, force=force))
             return None
         if len(words) != 1:
             raise UsageError(f"%var: unknown command {head!r}\n\n{USAGE}")
@@ -280,6 +316,15 @@ class DspexMagics(Magics):
         self.views.append(view)
         return view
 
+    def widget(self, head: str, argv: list[str]) -> Any:
+        from .panels import widget_panel
+
+        if self.notebook_session is None:
+            raise UsageError("dspex_notebook is not connected; run %load_ext dspex_notebook")
+        panel = widget_panel(self.notebook_session, argv, f"%var {head}")
+        self.views.append(panel)  # %var unwatch and unloading the extension stop it
+        return panel
+
     def unwatch(self, names: list[str]) -> None:
         stopped = [v for v in self.views if not names or set(names) & set(v.names)]
         if not stopped:
@@ -319,7 +364,14 @@ class DspexMagics(Magics):
         p = _Parser(prog="%var history", add_help=False)
         p.add_argument("name")
         p.add_argument("--limit", type=int, default=20)
+        p.add_argument("--scrubber", action="store_true", help="a slider over the versions")
         ns = p.parse_args(argv)
+        if ns.scrubber:
+            from .panels import history_scrubber
+
+            scrubber = history_scrubber(self.notebook_session, ns.name, ns.limit, self.timeout)
+            self.views.append(scrubber)
+            return scrubber
         return HistoryTable(ns.name, self._run(self._ctx.get_variable_history(ns.name, ns.limit)))
 
     def rollback(self, argv: list[str]) -> int:
@@ -332,16 +384,72 @@ class DspexMagics(Magics):
         print(f"{ns.name}: version {version} = version {ns.version}'s value")
         return version
 
-    def optimize(self, argv: list[str]) -> str:
+    def deps(self, argv: list[str]) -> Any:
+        """``%var deps``: a :class:`~.._display.DependencyTable`, or add/remove one edge."""
+        from .._display import DependencyTable
+
+        p = _Parser(prog="%var deps", add_help=False)
+        p.add_argument("name")
+        p.add_argument("--transitive", action="store_true")
+        p.add_argument("--dependents", action="store_true")
+        p.add_argument("--add", metavar="OTHER")
+        p.add_argument("--remove", metavar="OTHER")
+        p.add_argument("--type", default="data")
+        p.add_argument("--metadata", default=None)
+        ns = p.parse_args(argv)
+        if ns.add and ns.remove:
+            raise UsageError("%var deps: --add or --remove, not both")
+        if ns.add:
+            try:
+                metadata = commands.dependency_metadata(ns.metadata)
+            except DspexError as exc:
+                raise DspexMagicError(f"%var deps: {exc}") from None
+            self._run(self._ctx.add_dependency(ns.name, ns.add, ns.type, metadata))
+            print(f"{ns.name} depends on {ns.add} ({ns.type})")
+            return None
+        if ns.remove:
+            self._run(self._ctx.remove_dependency(ns.name, ns.remove))
+            print(f"{ns.name} no longer depends on {ns.remove}")
+            return None
+        method = self._ctx.get_dependents if ns.dependents else self._ctx.get_dependencies
+        return DependencyTable(ns.name, self._run(method(ns.name, ns.transitive)),
+                               ns.dependents, ns.transitive)
+    def permissions(self, argv: list[str]) -> Any:
+        """``%var permissions NAME``: the rules table; ``--set RULES`` (YAML) replaces them;
+        ``--check PERMISSION [--as SESSION]`` prints whether it is granted and why."""
+        from .._rules_text import check_line
+        from .._rules_text import permissions as run
+
+        p = _Parser(prog="%var permissions", add_help=False)
+        p.add_argument("name")
+        p.add_argument("--set", dest="rules", default=None)
+        p.add_argument("--check", default=None, metavar="PERMISSION")
+        p.add_argument("--as", dest="as_session", default=None, metavar="SESSION")
+        ns = p.parse_args(argv)
+        result = self._run(run(self._ctx, ns.name, ns.rules, ns.check, ns.as_session))
+        if ns.check is not None:
+            allowed, reason = result
+            print(check_line(ns.name, ns.check, allowed, reason))
+            return allowed
+        return result
+
+    def optimize(self, argv: list[str]) -> Any:
         import yaml
 
         p = _Parser(prog="%var optimize", add_help=False)
         p.add_argument("name")
-        p.add_argument("--objective", required=True, help="a function in the notebook namespace")
+        p.add_argument("--objective", help="a function in the notebook namespace")
         p.add_argument("--optimizer", default="bayesian")
         p.add_argument("--max-iterations", type=int, default=100)
         p.add_argument("--config", default=None, help="YAML/JSON mapping")
+        p.add_argument("--no-panel", action="store_true", help="print the run id, no live panel")
         ns = p.parse_args(argv)
+        if ns.objective is None:  # show the panel of the variable's current (or last) run
+            from .panels import optimization_panel
+
+            panel = optimization_panel(self.notebook_session, ns.name, self.timeout)
+            self.views.append(panel)
+            return panel
         try:
             objective = self._eval(ns.objective)
         except Exception as exc:
@@ -359,7 +467,13 @@ class DspexMagics(Magics):
             ns.name, ns.optimizer, config, ns.max_iterations, objective=objective))
         print(f"{ns.name}: {ns.optimizer} run {run_id} started (%var status {ns.name}, "
               f"%var stop {ns.name})")
-        return run_id
+        if ns.no_panel:
+            return run_id
+        from ..widgets import OptimizationPanel
+
+        panel = OptimizationPanel(self.notebook_session, ns.name)
+        self.views.append(panel)  # %var unwatch NAME stops refreshing it
+        return panel
 
     def status(self, name: str) -> Any:
         from .._display import OptimizationStatus
@@ -434,7 +548,7 @@ def magic_text(exc: DspexError) -> str:
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, VariableExistsError):
         text = text.replace("register with replace=True", "add --replace")
-    return text
+    return text.replace("delete with force=True", "%var del --force")
 
 
 def _short(value: Any, limit: int = 60) -> str:

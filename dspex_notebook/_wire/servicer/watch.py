@@ -17,7 +17,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..._errors import Compacted, InvalidArgument, ResourceLimitExceeded
+from ... import _budget
+from ..._errors import AccessDenied, Compacted, InvalidArgument, ResourceLimitExceeded
 from ..._proto import snakepit_bridge_pb2 as pb
 from ...server.events import EventBatch, Progress
 from ..encode import batch_response, control_response, initial_response, variable_message
@@ -33,14 +34,15 @@ MAX_IDENTIFIERS = 10_000
 class WatchHandlers(ServicerBase):
     """The streaming RPCs and statistics."""
 
-    def _subscribe(self, request: Any, principal: str, progress_ms: int = 0) -> tuple[Any, int]:
+    def _subscribe(self, request: Any, principal: str, progress_ms: int = 0,
+                   upstream: bool = False) -> tuple[Any, int]:
         if len(request.variable_identifiers) > MAX_IDENTIFIERS:
             raise ResourceLimitExceeded(
                 f"watch of {len(request.variable_identifiers)} identifiers (limit {MAX_IDENTIFIERS})"
             )
         interval = max(progress_ms or 5000, 100) / 1000
         return self.store.subscribe(principal, request.session_id,
-                                    list(request.variable_identifiers), interval)
+                                    list(request.variable_identifiers), interval, upstream)
 
     @stream
     async def Watch(self, request, principal, raw, context) -> AsyncIterator[bytes]:
@@ -58,20 +60,21 @@ class WatchHandlers(ServicerBase):
             yield control_response(store_id, store.revision, canceled=True, cancel_reason="compacted",
                                    compact_revision=store.compact_revision)
             return
-        sub, head = self._subscribe(request, principal, request.progress_interval_ms)
+        sub, head = self._subscribe(request, principal, request.progress_interval_ms,
+                                    request.include_upstream)
         sub.task = asyncio.current_task()
         try:
             yield control_response(store_id, head, created=True,
                                    compact_revision=store.compact_revision)
             if request.include_initial:
-                variables = store.snapshot(request.session_id, sub.names)
+                variables = store.snapshot(sub.session_id, sub.names)
                 for i in range(0, len(variables), SNAPSHOT_CHUNK):
                     yield initial_response(store_id, head, variables[i: i + SNAPSHOT_CHUNK], raw)
             elif start:
                 after = start - 1
                 while after < head:
                     try:
-                        batches, after = store.changes(request.session_id, after, head, CATCH_UP_ROWS)
+                        batches, after = store.changes(sub.session_id, after, head, CATCH_UP_ROWS)
                     except Compacted as exc:
                         yield control_response(store_id, store.revision, canceled=True,
                                                cancel_reason="compacted",
@@ -84,7 +87,7 @@ class WatchHandlers(ServicerBase):
                                 continue
                         else:
                             selected = None
-                        yield batch_response(store_id, batch, selected, raw)
+                        yield batch_response(store_id, batch, selected, raw, sub.upstream)
                     await asyncio.sleep(0)  # a long catch-up must not hold the loop
             async for message in self._live(sub, store_id, raw):
                 yield message
@@ -95,6 +98,8 @@ class WatchHandlers(ServicerBase):
         while True:
             item = await sub.get()
             if item is None:
+                if sub.denied is not None:  # a revoked 'observe' (server/access.py)
+                    raise AccessDenied(sub.denied)
                 if sub.overflowed:
                     yield control_response(
                         store_id, self.store.revision, canceled=True,
@@ -105,8 +110,13 @@ class WatchHandlers(ServicerBase):
             if isinstance(item, Progress):
                 message = control_response(store_id, item.revision, progress=True)
             else:
+                if sub.guard is not None:  # another session's variable: still allowed?
+                    _budget.begin_request()  # each delivery's check is its own unit of work
+                    reason = sub.guard()
+                    if reason is not None:
+                        raise AccessDenied(reason)
                 batch, selected = item
-                message = batch_response(store_id, batch, selected, raw)
+                message = batch_response(store_id, batch, selected, raw, sub.upstream)
             sub.busy = True
             yield message
             sub.busy = False
@@ -127,9 +137,15 @@ class WatchHandlers(ServicerBase):
             while True:
                 item = await sub.get()
                 if item is None:
+                    if sub.denied is not None:
+                        raise AccessDenied(sub.denied)
                     return
                 if isinstance(item, Progress):
                     continue
+                if sub.guard is not None:
+                    _budget.begin_request()
+                    if (reason := sub.guard()) is not None:
+                        raise AccessDenied(reason)
                 batch, selected = item
                 for update in _v04_updates(batch, selected, raw):
                     yield update

@@ -260,7 +260,7 @@ async def overhead(args: argparse.Namespace, ctx: Any, echo: EchoClient) -> tupl
         t0 = clock()
         while True:
             t = clock()
-            trial_id, value, _ = await bridge.next_trial(sid, var)
+            trial_id, value, _, _ = await bridge.next_trial(sid, var)
             if not trial_id:
                 break
             await bridge.report_trial(sid, var, "", trial_id, value * value, "")

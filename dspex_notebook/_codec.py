@@ -281,25 +281,27 @@ def unpack_values(packed: bytes, blob: bytes) -> tuple[list[Any], list[int | Non
         items = json.loads(packed)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidArgument("packed batch reply is not valid JSON") from None
+    out: list[Any] = []
+    revs: list[int | None] = []
+    append, append_rev = out.append, revs.append
     view = memoryview(blob)
     offset = 0
-    out = []
-    revs: list[int | None] = []
     for item in items:
         type_name, value = item[0], item[1]
-        is_array = type_name in ("embedding", "tensor")
         n = len(item)
+        if type_name == "float":  # the common case first: one class check, no tuple lookup
+            if value.__class__ is not float:
+                value = _SPECIAL_IN[value] if value.__class__ is str else float(value)
+            append(value)
+            append_rev(item[2] if n == 3 else None)
+            continue
+        is_array = type_name in ("embedding", "tensor")
         if is_array and n >= 3:  # raw array: its bytes are the next item[2] bytes of the blob
             end = offset + item[2]
-            value = _array_from(type_name, _binary_meta(type_name, value), view[offset:end])
+            append(_array_from(type_name, _binary_meta(type_name, value), view[offset:end]))
             offset = end
-            revs.append(item[3] if n == 4 else None)
-            out.append(value)
+            append_rev(item[3] if n == 4 else None)
             continue
-        revs.append(item[2] if n == 3 else None)
-        if type_name == "float" and value.__class__ is not float:
-            value = _SPECIAL_IN[value] if value.__class__ is str else float(value)
-        elif is_array:
-            value = _decode_json_array(type_name, value)
-        out.append(value)
+        append_rev(item[2] if n == 3 else None)
+        append(_decode_json_array(type_name, value) if is_array else value)
     return out, revs

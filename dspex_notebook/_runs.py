@@ -108,10 +108,10 @@ class RunDriver:
                         self.stop_reason = self.local.stop_reason or "exhausted"
                         return
                     proposal = _plain(proposal)
-                    trial_id, value, reason = await self._call(
+                    trial_id, value, reason, _ = await self._call(
                         bridge.next_trial, sid, self.variable, self.run_id, proposal)
                 else:
-                    trial_id, value, reason = await self._call(
+                    trial_id, value, reason, _ = await self._call(
                         bridge.next_trial, sid, self.variable, self.run_id)
                 if not trial_id:
                     self.stop_reason = reason or "finished"

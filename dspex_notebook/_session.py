@@ -357,10 +357,12 @@ class SessionContext(DependencyMethods, PermissionsMixin):
                     return {n: hit[k] for n, k in zip(names, keys, strict=True)}
                 cache.count_misses(keys)
             found, missing, rev, mod_revs = await self._bridge.get_values(self.session_id, names)
-            result.update(found)
             if cache.ttl > 0:
                 for ident, value in found.items():
                     self._put(ident, value, mod_revs[ident], rev)
+            if not missing:  # already keyed by ``names`` in their order
+                return found
+            result.update(found)
         absent = [n for n in missing if n not in defaults]
         if absent:
             raise VariableNotFoundError(f"Variables not found in session {self.session_id!r}: "
@@ -800,12 +802,15 @@ class SessionContext(DependencyMethods, PermissionsMixin):
     async def next_trial(self, variable: str) -> Trial | None:
         """Ask the variable's run for a value to evaluate (the server writes it to the variable);
         None when the run is over. For external ask/tell workers."""
-        trial_id, value, _reason = await self._bridge.next_trial(self.session_id, variable)
+        trial_id, value, _reason, run_id = await self._bridge.next_trial(self.session_id,
+                                                                         variable)
         if not trial_id:
             return None
-        status = await self._bridge.optimization_query("GetOptimizationStatus", self.session_id,
-                                                       variable)
-        return Trial(trial_id, value, status.get("optimization_id") or "", variable)
+        if not run_id:  # an older server: one more round trip for the run's id
+            status = await self._bridge.optimization_query("GetOptimizationStatus",
+                                                           self.session_id, variable)
+            run_id = status.get("optimization_id") or ""
+        return Trial(trial_id, value, run_id, variable)
 
     async def report_trial(self, variable: str, trial_id: int, metrics: Any = None, *,
                            error: str = "") -> dict[str, Any]:

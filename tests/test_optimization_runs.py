@@ -120,6 +120,11 @@ async def test_external_ask_tell_workers(server):
         trial = await worker.next_trial("x")
         assert trial is not None and trial.value == 0.0
         assert await worker.next_trial("x") == trial  # the pending trial again, not a new one
+        # the run id comes with the trial (NextTrialResponse.optimization_id), one round trip
+        status = await owner.get_optimization_status("x")
+        assert trial.optimization_id and trial.optimization_id == status["optimization_id"]
+        _, _, _, run_id = await worker._bridge.next_trial(worker.session_id, "x")
+        assert run_id == status["optimization_id"]
         update = await asyncio.wait_for(watch.__anext__(), 10)
         assert update.value == 0.0 and update.source.startswith("optimizer_")  # proposals are writes
         await watch.aclose()

@@ -1060,18 +1060,20 @@ class NextTrialRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., optimization_id: _Optional[str] = ..., proposal_json: _Optional[str] = ...) -> None: ...
 
 class NextTrialResponse(_message.Message):
-    __slots__ = ("trial_id", "value_json", "done", "stop_reason", "revision")
+    __slots__ = ("trial_id", "value_json", "done", "stop_reason", "revision", "optimization_id")
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZATION_ID_FIELD_NUMBER: _ClassVar[int]
     trial_id: int
     value_json: str
     done: bool
     stop_reason: str
     revision: int
-    def __init__(self, trial_id: _Optional[int] = ..., value_json: _Optional[str] = ..., done: _Optional[bool] = ..., stop_reason: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+    optimization_id: str
+    def __init__(self, trial_id: _Optional[int] = ..., value_json: _Optional[str] = ..., done: _Optional[bool] = ..., stop_reason: _Optional[str] = ..., revision: _Optional[int] = ..., optimization_id: _Optional[str] = ...) -> None: ...
 
 class ReportTrialRequest(_message.Message):
     __slots__ = ("session_id", "variable_identifier", "optimization_id", "trial_id", "metrics_json", "error")

@@ -351,12 +351,17 @@ class Bridge:
         if reply.variables or not reply.packed_values:  # a server without values_only
             return ({ident: value_of(var) for ident, var in reply.variables.items()}, missing,
                     revision, {ident: var.mod_revision for ident, var in reply.variables.items()})
-        absent = set(missing)
-        order = [i for i in dict.fromkeys(idents) if i not in absent]
+        order = list(dict.fromkeys(idents))
+        if missing:
+            absent = set(missing)
+            order = [i for i in order if i not in absent]
         values, revs = _codec.unpack_values(reply.packed_values, reply.packed_binary)
         if len(values) != len(order):
             raise DspexError(f"GetVariables: {len(values)} values for {len(order)} identifiers")
-        mod_revs = {ident: (revision if rev is None else rev) for ident, rev in zip(order, revs, strict=True)}
+        mod_revs: dict[str, int] = (
+            dict(zip(order, revs, strict=True)) if None not in revs  # type: ignore[arg-type]
+            # an older server: the read's revision stands in
+            else {i: revision if r is None else r for i, r in zip(order, revs, strict=True)})
         return dict(zip(order, values, strict=True)), missing, revision, mod_revs
 
     async def set_variables(
@@ -467,16 +472,17 @@ class Bridge:
         return json.loads(reply.status_json or "{}")
 
     async def next_trial(self, session_id: str, ident: str, run_id: str = "",
-                         proposal: Any = _NO_PROPOSAL) -> tuple[int, Any, str]:
-        """``(trial id, value, stop_reason)``; trial id 0 when the run is over."""
+                         proposal: Any = _NO_PROPOSAL) -> tuple[int, Any, str, str]:
+        """``(trial id, value, stop_reason, run id)``; trial id 0 when the run is over; the
+        run id is empty from servers that do not send it."""
         req = pb.NextTrialRequest(session_id=session_id, variable_identifier=ident,
                                   optimization_id=run_id)
         if proposal is not _NO_PROPOSAL:
             req.proposal_json = json.dumps(proposal)
         reply = await self._call("NextTrial", req, "NextTrial", ident)
         if reply.done:
-            return 0, None, reply.stop_reason
-        return reply.trial_id, json.loads(reply.value_json), ""
+            return 0, None, reply.stop_reason, reply.optimization_id
+        return reply.trial_id, json.loads(reply.value_json), "", reply.optimization_id
 
     async def report_trial(self, session_id: str, ident: str, run_id: str, trial_id: int,
                            metrics: Any, error: str = "") -> dict[str, Any]:

@@ -14,7 +14,7 @@ and codec for all the watchers that receive it (``batch.memo``).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import _codec
@@ -92,6 +92,22 @@ class Encoder:
             data = variable_message(var, raw).SerializeToString()
             self.variables.put(key, data)
         return data
+
+    def packed_elements(self, variables: Iterable[StoredVariable]) -> list[bytes]:
+        """:meth:`packed_element` of each variable, looked up in one loop (a bulk read's
+        elements are nearly always cached; the LRU order is refreshed for the hits)."""
+        data = self.packed._data
+        get, touch = data.get, data.move_to_end
+        out = []
+        for var in variables:
+            key = (var.id, var.mod_revision)
+            element = get(key)
+            if element is None:
+                element = self.packed_element(var)
+            else:
+                touch(key)
+            out.append(element)
+        return out
 
     def packed_element(self, var: StoredVariable) -> bytes:
         """One element of a ``values_only`` reply: ``["<type>", <value JSON>, <mod_revision>]``

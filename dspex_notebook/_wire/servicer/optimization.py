@@ -73,7 +73,7 @@ class OptimizationHandlers(ServicerBase):
             return pb.NextTrialResponse(done=True, stop_reason=run.doc.get("stop_reason") or "",
                                         revision=self.store.revision)
         return pb.NextTrialResponse(trial_id=trial["iteration"], value_json=_dumps(trial["value"]),
-                                    revision=self.store.revision)
+                                    revision=self.store.revision, optimization_id=run.id)
 
     @rpc
     async def ReportTrial(self, request, principal, raw):

@@ -185,12 +185,9 @@ class VariableHandlers(ServicerBase):
 
     def _packed_values(self, found: Mapping[str, StoredVariable], missing: list[str]) -> bytes:
         """The ``values_only`` reply: one JSON document plus concatenated raw arrays."""
-        element = self.encoder.packed_element
-        elements, blobs = [], []
-        for var in found.values():
-            elements.append(element(var))
-            if var.binary:  # an empty array contributes no bytes (its count is 0)
-                blobs.append(var.binary)
+        elements = self.encoder.packed_elements(found.values())
+        # an empty array contributes no bytes (its count is 0)
+        blobs = [var.binary for var in found.values() if var.binary]
         parts = [pbwire.field_bytes(2, m.encode()) for m in missing]
         parts.append(pbwire.field_varint(3, self.store.revision))
         parts.append(pbwire.field_bytes(4, b"[" + b",".join(elements) + b"]"))

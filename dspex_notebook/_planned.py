@@ -22,9 +22,6 @@ METHODS = {
     "get_dependents": "dependencies",
     "set_variable_permissions": "permissions",
     "check_variable_access": "permissions",
-    "export_variables": "export/import",
-    "import_variables": "export/import",
-    "restore_session": "restore to a revision",
     "create_variable_aware_optimizer": "the DSPy bridge",
     "sync_dspy_parameters": "the DSPy bridge",
 }
@@ -36,9 +33,6 @@ COMMANDS = {
     "dependencies": "dependencies",
     "permissions": "permissions",
     "access": "permissions",
-    "export": "export/import",
-    "import": "export/import",
-    "restore": "restore to a revision",
 }
 
 

@@ -3,13 +3,15 @@
 * ``base.py``: authentication, codec flag, error → status (every handler goes through it);
 * ``variables.py``: sessions and variables (unary RPCs);
 * ``watch.py``: ``Watch``, ``WatchVariables`` (v0.4.x) and ``GetVariableStats``;
-* ``optimization.py``: server-held optimization runs (start/stop, ask/tell, status, trials).
+* ``optimization.py``: server-held optimization runs (start/stop, ask/tell, status, trials);
+* ``io.py``: export/import documents and revisions (read at a revision, restore).
 """
 
 from __future__ import annotations
 
 from ..._proto import snakepit_bridge_pb2_grpc as pb_grpc
 from .base import MalformedRequest, lenient_deserializer, unsupported
+from .io import IOHandlers
 from .optimization import OptimizationHandlers
 from .variables import VariableHandlers
 from .watch import WatchHandlers
@@ -17,7 +19,7 @@ from .watch import WatchHandlers
 __all__ = ["BridgeServicer", "MalformedRequest", "lenient_deserializer"]
 
 
-class BridgeServicer(VariableHandlers, WatchHandlers, OptimizationHandlers,
+class BridgeServicer(VariableHandlers, WatchHandlers, OptimizationHandlers, IOHandlers,
                      pb_grpc.BridgeServiceServicer):
     """``snakepit.bridge.BridgeService`` backed by a :class:`~...server.store.Store`."""
 

@@ -330,7 +330,10 @@ class SQLiteBackend(Backend):
             " ORDER BY revision, rowid",
             (session_id, revision),
         ).fetchall()
-        return [_hist(r) for r in rows if r[6] != "delete"]
+        # one revision may hold several rows of a variable (an import replaying its history):
+        # the last one (highest rowid) is its state at that revision
+        newest = {r[0]: r for r in rows}
+        return [_hist(r) for r in newest.values() if r[6] != "delete"]
 
     def touch_sessions(self, last_access: dict[str, float]) -> None:
         self._db.executemany(

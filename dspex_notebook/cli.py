@@ -9,6 +9,9 @@
     dspex-notebook stats [NAME] [--json] [--session S] ...
     dspex-notebook status NAME | stop NAME | trials NAME [--limit N] [--json]   (optimization runs)
     dspex-notebook history NAME [--limit N] [--json] | rollback NAME VERSION [--reason TEXT]
+    dspex-notebook export [FILE] [--format F] [--history] [--pattern REGEX]
+    dspex-notebook import FILE [--strategy replace|keep|merge] [--dry-run] [--allow-pickle]
+    dspex-notebook restore REV [--dry-run]                 (see dspex_notebook/_cli_transfer.py)
     dspex-notebook enable|disable [--sys-prefix]           (load the extension in every kernel)
 
 The client commands use the running server of the store they are given (``--db``; the default
@@ -431,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--reason", default=None)
     client_options(back)
     back.set_defaults(func=_rollback)
+
+    from ._cli_transfer import add_parsers
+
+    add_parsers(sub, client_options, _client)
 
     for name, text in (("enable", "load the extension in every new IPython kernel"),
                        ("disable", "stop loading the extension in new kernels")):

@@ -20,6 +20,7 @@ Safety (docs/api.md, "Export and import"):
 
 from __future__ import annotations
 
-from .formats import FORMATS, MAX_IMPORT_BYTES, check_format, dump, load
+from .formats import FORMATS, MAX_IMPORT_BYTES, check_format, dump, format_for_path, load, read_file
 
-__all__ = ["FORMATS", "MAX_IMPORT_BYTES", "check_format", "dump", "load"]
+__all__ = ["FORMATS", "MAX_IMPORT_BYTES", "check_format", "dump", "format_for_path", "load",
+           "read_file"]

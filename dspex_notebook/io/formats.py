@@ -155,3 +155,36 @@ def _load_pickle(data: bytes, allow_pickle: bool) -> Any:
                               f"{str(exc)[:200]}") from None
     except RecursionError:
         raise InvalidArgument("the pickle import is nested too deeply") from None
+
+
+_SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".parquet": "parquet",
+             ".pq": "parquet", ".pkl": "pickle", ".pickle": "pickle"}
+
+
+def format_for_path(path: str | None, fmt: str | None) -> str:
+    """``fmt`` if given, else the format the file name's suffix says (default ``json``)."""
+    if fmt:
+        return check_format(fmt)
+    import os
+
+    return _SUFFIXES.get(os.path.splitext(path or "")[1].lower(), "json")
+
+
+def read_file(path: str) -> bytes:
+    """An import file's bytes, refusing one over :data:`MAX_IMPORT_BYTES` before reading it.
+
+    Raises:
+        InvalidArgument: no such file, or it cannot be read (the message names it).
+        ResourceLimitExceeded: too large.
+    """
+    import os
+
+    try:
+        size = os.stat(path).st_size
+        if size > MAX_IMPORT_BYTES:
+            raise ResourceLimitExceeded(f"{path}: {size} bytes is over the import limit of "
+                                        f"{MAX_IMPORT_BYTES}")
+        with open(path, "rb") as f:
+            return f.read(MAX_IMPORT_BYTES + 1)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror or exc}") from None

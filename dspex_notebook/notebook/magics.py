@@ -20,6 +20,8 @@ from .._errors import DspexError, VariableExistsError, a_or_an
 from .._planned import COMMANDS as PLANNED
 from .._planned import not_yet
 from . import commands
+from .io_magics import USAGE as TRANSFER_USAGE
+from .io_magics import TransferMagics
 
 USAGE = """\
 %var                                  list the session's variables (table)
@@ -38,6 +40,7 @@ USAGE = """\
 %var history NAME [--limit N]         the variable's versions, newest first
 %var rollback NAME VERSION [--reason TEXT]
                                       write VERSION's value as a new version
+""" + TRANSFER_USAGE + """\
 %var optimize NAME --objective FUNC [--optimizer bayesian] [--max-iterations N] [--config YAML]
                                       start a server-held run; FUNC(value) -> float or dict
 %var status NAME                      the variable's optimization run
@@ -50,10 +53,11 @@ USAGE = """\
 
 
 SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
-               "cache", "optimize", "status", "stop", "history", "rollback", "help")
+               "cache", "optimize", "status", "stop", "history", "rollback", "export", "import",
+               "restore", "help")
 #: what completion offers after ``%var `` (aliases left out)
 COMPLETED = ("list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
-             "status", "stop", "history", "rollback", "help")
+             "status", "stop", "history", "rollback", "export", "import", "restore", "help")
 
 
 def _help(topic: str) -> str:
@@ -109,7 +113,7 @@ def _register_parser() -> _Parser:
 
 
 @magics_class
-class DspexMagics(Magics):
+class DspexMagics(TransferMagics, Magics):
     """``%var`` magics bound to one session (see :data:`USAGE`)."""
 
     address = Unicode(None, allow_none=True,
@@ -207,6 +211,12 @@ class DspexMagics(Magics):
             return self.history(rest)
         if head == "rollback":
             return self.rollback(rest)
+        if head == "export":
+            return self.export(rest)
+        if head == "import":
+            return self.import_(rest)
+        if head == "restore":
+            return self.restore(rest)
         if head in ("status", "stop"):
             if len(rest) != 1:
                 raise UsageError(f"usage: %var {head} NAME")

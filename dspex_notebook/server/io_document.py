@@ -199,15 +199,15 @@ def parse(data: bytes, limits: Limits) -> Document:
         where = f"variables[{i}]"
         if not isinstance(item, dict):
             raise InvalidArgument(f"{where} must be an object, got {shorten(item)}")
-        name = item.get("name")
         try:
-            check_name(name)
+            name = check_name(item.get("name"))
         except DspexError as exc:
             raise InvalidArgument(f"{where}.name: {exc}") from None
         if name in seen:
             raise InvalidArgument(f"{where}: variable {name!r} appears twice in the document")
         seen.add(name)
-        history_total += len(item.get("history") or ())
+        history = item.get("history")
+        history_total += len(history) if isinstance(history, list) else 0
         if history_total > MAX_HISTORY_ENTRIES:
             raise ResourceLimitExceeded(f"export document has more than {MAX_HISTORY_ENTRIES} "
                                         "history entries")
@@ -251,6 +251,9 @@ def _entry(item: dict[str, Any], where: str, limits: Limits) -> Entry:
         entry.history = _history(item.get("history"), entry, where, limits)
     except DspexError as exc:
         entry.error = str(exc)
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+        # a checker met a shape it does not expect: malformed input, not a server fault
+        entry.error = f"{where}: malformed: {type(exc).__name__}: {str(exc)[:200]}"
     return entry
 
 

@@ -204,7 +204,8 @@ class ChangeSummary(dict[str, Any]):
         for d in self.get("details", []):
             why = d.get("reason") or ""
             if not why and "to_version" in d:
-                why = f"version {d.get('from_version', '-')} -> {d['to_version']}"
+                why = (f"version {d['from_version']} -> {d['to_version']}" if "from_version" in d
+                       else f"back under its old id as version {d['to_version']}")
                 if "value_of_version" in d:
                     why += f" (the value of version {d['value_of_version']})"
             out.append((str(d.get("name") or "-"), str(d["action"]), _clip(why, 100)))

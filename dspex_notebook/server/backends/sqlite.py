@@ -285,7 +285,8 @@ class SQLiteBackend(Backend):
 
     def history(self, var_id: str, limit: int = 100, offset: int = 0) -> list[HistoryRow]:
         rows = self._db.execute(
-            f"SELECT {_HIST_COLS} FROM history WHERE var_id=? ORDER BY revision DESC, rowid DESC LIMIT ? OFFSET ?",
+            f"SELECT {_HIST_COLS} FROM history WHERE var_id=?"
+            " ORDER BY revision DESC, rowid DESC LIMIT ? OFFSET ?",
             (var_id, limit, offset),
         ).fetchall()
         return [_hist(r) for r in rows]

@@ -9,11 +9,11 @@ UV_VERSION := 0.13.9
 .PHONY: demo lab test test-fast protos check-protos bench lint clean
 
 # Create the virtualenv with the locked dependencies (uv comes from PyPI into the venv itself).
-$(VENV)/.synced: pyproject.toml uv.lock
+$(VENV)/.synced: pyproject.toml uv.lock Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; \
 	                   $(PY) -m pip install -q "uv==$(UV_VERSION)"; }
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync -q --frozen --extra dev --extra parquet --python $(PY)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync -q --frozen --extra dev --extra dspy --extra parquet --python $(PY)
 	touch $@
 
 ## demo: set up, then run notebooks/quickstart.ipynb on the embedded server (prints every output)
@@ -44,6 +44,7 @@ bench: $(VENV)/.synced
 	$(PY) benchmarks/watch.py
 	$(PY) benchmarks/optimizers.py
 	$(PY) benchmarks/optimization_runs.py
+	$(PY) benchmarks/widgets.py
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check dspex_notebook tests benchmarks scripts

@@ -261,6 +261,14 @@ class VariableCache:
             self.coherent_revision = max(self.coherent_revision, revision)
         self._seq += 1
 
+    def oldest_read_revision(self) -> int:
+        """The lowest store revision an entry is known to be current at (0: no entry knows).
+
+        A watch that starts after values were cached replays from here, so that a write
+        committed between a read and the stream's start still reaches the entry."""
+        reads = [e[_READ] for e in self._entries.values() if e[_READ] > 0]
+        return min(reads) if reads else 0
+
     def invalidate(self, *keys: str, reason: str = "invalidated") -> int:
         """Drop ``keys``; return how many were cached. Invalidation subscribers are told."""
         n = 0

@@ -20,8 +20,6 @@ METHODS = {
     "remove_dependency": "dependencies",
     "get_dependencies": "dependencies",
     "get_dependents": "dependencies",
-    "set_variable_permissions": "permissions",
-    "check_variable_access": "permissions",
     "create_variable_aware_optimizer": "the DSPy bridge",
     "sync_dspy_parameters": "the DSPy bridge",
 }
@@ -31,8 +29,6 @@ COMMANDS = {
     "deps": "dependencies",
     "depend": "dependencies",
     "dependencies": "dependencies",
-    "permissions": "permissions",
-    "access": "permissions",
 }
 
 

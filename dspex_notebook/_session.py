@@ -35,6 +35,7 @@ from ._errors import (
     VariableNotFoundError,
     VariableTypeError,
 )
+from ._permissions import PermissionsMixin
 from ._types import Trial, Variable
 from ._values import VariableSpec, infer_type
 from ._watch import Clock, Watch, WatchHub
@@ -45,7 +46,7 @@ __all__ = ["SessionContext", "infer_type"]
 _NONFINITE_TYPES = ("float", "embedding", "tensor")
 
 
-class SessionContext:
+class SessionContext(PermissionsMixin):
     """A session on a dspex/snakepit bridge server, with typed, cached, watchable variables.
 
     Parameters:
@@ -206,6 +207,8 @@ class SessionContext:
     # bookkeeping
 
     def _remember(self, var: Variable, ident: str | None = None) -> None:
+        if var.session_id and var.session_id != self.session_id:
+            return  # another session's variable (by id): never cached under our names
         self._catalog.learn(var.id, var.name, var.type, var.constraints, ident)
 
     def _put(self, ident: str, value: Any, mod_revision: int, read_revision: int) -> None:
@@ -715,7 +718,8 @@ class SessionContext:
         :meth:`Watch.aclose` to stop) or ``asyncio.create_task(session.watch_variable("x"))``
         with :meth:`Watch.on_update`; :meth:`cancel_watch` stops either.
         """
-        return Watch(self._hub, [name], include_initial=include_initial, filter_fn=filter_fn,
+        return Watch(self._hub_for([name], include_initial), [name],
+                     include_initial=include_initial, filter_fn=filter_fn,
                      throttle_ms=throttle_ms, debounce_ms=debounce_ms)
 
     def watch_variables(self, names: Iterable[str], include_initial: bool = True,
@@ -723,8 +727,20 @@ class SessionContext:
                         throttle_ms: int = 0, debounce_ms: int = 0) -> Watch:
         """Watch several variables; as :meth:`watch_variable` but ``filter_fn(name, old,
         new)``, and throttle/debounce apply per variable."""
-        return Watch(self._hub, list(names), include_initial=include_initial, filter_fn=filter_fn,
+        names = list(names)
+        return Watch(self._hub_for(names, include_initial), names,
+                     include_initial=include_initial, filter_fn=filter_fn,
                      filter_with_name=True, throttle_ms=throttle_ms, debounce_ms=debounce_ms)
+
+    def _hub_for(self, names: list[str], include_initial: bool) -> Any:
+        """The session's watch hub, or for ids not known as this session's (another
+        session's variables, reached by id where their rules give ``observe``) a stream of
+        their own (``_direct_watch.py``), which ends with AccessDenied when access ends."""
+        if any("#" in n and n not in self._catalog for n in names):
+            from ._direct_watch import DirectFeed
+
+            return DirectFeed(self, self._hub._clock, self._hub._backoff, include_initial)
+        return self._hub
 
     def cancel_watch(self, watch_task: Watch | asyncio.Task[Any]) -> None:
         """Stop a watch: a :class:`Watch`, or a task that runs one (``create_task(watch)``) or

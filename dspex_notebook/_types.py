@@ -49,6 +49,8 @@ class Variable:
     source: str = "python"
     updated_at: _dt.datetime | None = None
     optimizing: bool = False
+    #: the owning session (a dspex server says; empty from a v0.4.x server)
+    session_id: str = field(default="", compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The metadata view used by ``get_variables(..., include_metadata=True)``."""

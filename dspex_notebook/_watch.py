@@ -159,6 +159,8 @@ class WatchHub:
         while self.status not in ("closed", "unsupported"):
             self._set_status("connecting" if first else "reconnecting")
             try:
+                if not self.revision:  # a fresh start: values cached before it may be older
+                    self.revision = session._cache.oldest_read_revision()
                 start = self.revision + 1 if self.revision else 0
                 async for msg in session._bridge.watch(
                         session.session_id, start_revision=start, store_id=self.store_id,

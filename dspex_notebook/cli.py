@@ -1,6 +1,7 @@
 """``dspex-notebook`` command line: run a server, find running ones, read and write variables.
 
-    dspex-notebook serve [--host 127.0.0.1] [--port 50051] [--db FILE | --memory] [--token-file F]
+    dspex-notebook serve [--host 127.0.0.1] [--port 50051] [--db FILE | --memory]
+                         [--token-file F | --principals FILE]
     dspex-notebook list [--json]
     dspex-notebook vars [PATTERN] [--session S] [--db FILE | --address HOST:PORT --token-file F]
     dspex-notebook get NAME [NAME ...] [--json] [--session S] ...
@@ -12,6 +13,9 @@
     dspex-notebook export [FILE] [--format F] [--history] [--pattern REGEX]
     dspex-notebook import FILE [--strategy replace|keep|merge] [--dry-run] [--allow-pickle]
     dspex-notebook restore REV [--dry-run]                 (see dspex_notebook/_cli_transfer.py)
+    dspex-notebook plot NAME --out FILE.png [--kind trials|values]   (a static figure)
+    dspex-notebook permissions NAME [--set RULES] [--check PERMISSION [--as SESSION]] [--json]
+    dspex-notebook dspy [--json] [--session S] ...         (variables bound to DSPy programs)
     dspex-notebook enable|disable [--sys-prefix]           (load the extension in every kernel)
 
 The client commands use the running server of the store they are given (``--db``; the default
@@ -65,12 +69,15 @@ def _connect_line(state, host: str, token_file: str | None) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .server.principals import load_principals
     from .server.runner import MEMORY, ServerConfig, read_token_file, serve_forever
 
     try:
         token = read_token_file(args.token_file, "--token-file") if args.token_file else None
+        principals = load_principals(args.principals) if args.principals else None
         cfg = ServerConfig(db=MEMORY if args.memory else args.db, host=args.host, port=args.port,
-                           token=token, retain_revisions=args.retain_revisions)
+                           token=token, retain_revisions=args.retain_revisions,
+                           principals=principals)
         cfg.check()
     except ValueError as exc:
         print(f"dspex-notebook serve: {exc}", file=sys.stderr)
@@ -81,6 +88,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"dspex-notebook {__version__} serving {state.db} on {state.address}", flush=True)
         print(f"runtime file (address + token, mode 0600): {where}", flush=True)
         print(_connect_line(state, args.host, args.token_file), flush=True)
+        if cfg.principals:
+            print(f"principals: {', '.join(p.name for p in cfg.principals)} (the runtime file "
+                  f"holds {cfg.principals[0].name}'s token)", flush=True)
 
     try:
         serve_forever(cfg, ready)
@@ -328,6 +338,49 @@ def _rollback(args: argparse.Namespace) -> int:
     return _client(args, work)
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from .plotting.report import save_plot
+
+    async def work(ctx) -> int:
+        print(await save_plot(ctx, args.name, args.out, kind=args.kind, limit=args.limit))
+        return 0
+
+    return _client(args, work)
+
+
+def _permissions(args: argparse.Namespace) -> int:
+    from ._rules_text import check_line, permissions
+
+    async def work(ctx) -> int:
+        result = await permissions(ctx, args.name, args.rules, args.check, args.as_session)
+        if args.check is not None:
+            allowed, reason = result
+            if args.json:
+                print(json.dumps({"allowed": allowed, "reason": reason}))
+            else:
+                print(check_line(args.name, args.check, allowed, reason))
+            return 0 if allowed else 3
+        print(json.dumps(result.rules) if args.json else repr(result))
+        return 0
+
+    return _client(args, work)
+
+
+def _dspy(args: argparse.Namespace) -> int:
+    """Variables made by the DSPy integration (no dspy needed: it reads their metadata)."""
+    from .dspy._listing import DSPyTable, dspy_rows
+
+    async def work(ctx) -> int:
+        rows = dspy_rows(await ctx.list_variables(None))
+        if args.json:
+            print(json.dumps([{**r, "value": _jsonable(r["value"])} for r in rows], default=str))
+        else:
+            print(repr(DSPyTable(rows)))
+        return 0
+
+    return _client(args, work)
+
+
 def _enable(args: argparse.Namespace) -> int:
     from .notebook.kernel_config import config_path, set_enabled
 
@@ -355,8 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SQLite store file (default: the default store, $DSPEX_DB or "
                             "~/.local/share/dspex-notebook/store.sqlite3)")
     store.add_argument("--memory", action="store_true", help="keep everything in memory")
-    serve.add_argument("--token-file", default=None,
-                       help="file holding the bearer token (required for a non-loopback --host)")
+    auth = serve.add_mutually_exclusive_group()
+    auth.add_argument("--token-file", default=None,
+                      help="file holding the bearer token (required for a non-loopback --host "
+                           "unless --principals is given)")
+    auth.add_argument("--principals", default=None, metavar="FILE",
+                      help="YAML/JSON file of principals: name, token or token_file, the "
+                           "session-name globs each may create or join (docs/server.md)")
     serve.add_argument("--retain-revisions", type=int, default=None, metavar="N",
                        help="keep the change log of the last N revisions and compact older ones "
                             "(default: keep all); watches further behind resync")
@@ -434,6 +492,33 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--reason", default=None)
     client_options(back)
     back.set_defaults(func=_rollback)
+
+    plot = sub.add_parser("plot", help="a PNG of a variable's optimization trials or values")
+    plot.add_argument("name", metavar="NAME")
+    plot.add_argument("--out", required=True, help="PNG file to write")
+    plot.add_argument("--kind", choices=("trials", "values"), default="trials")
+    plot.add_argument("--limit", type=int, default=1000, help="trials or versions (default 1000)")
+    client_options(plot)
+    plot.set_defaults(func=_plot)
+
+    perm = sub.add_parser("permissions", help="show, set or check a variable's access rules")
+    perm.add_argument("name", metavar="NAME", help="a name of the session, or another's id")
+    perm.add_argument("--set", dest="rules", default=None, metavar="RULES",
+                      help="replace the rules (YAML/JSON): \"[{session_pattern: 'bob_*', "
+                           "permissions: [read]}]\"; '[]' removes them (owning session only)")
+    perm.add_argument("--check", default=None, metavar="PERMISSION",
+                      choices=("read", "write", "observe", "optimize"),
+                      help="is PERMISSION granted to the session (exit 0) or not (exit 3)?")
+    perm.add_argument("--as", dest="as_session", default=None, metavar="SESSION",
+                      help="with --check: judge for this session name (owning session only)")
+    perm.add_argument("--json", action="store_true")
+    client_options(perm)
+    perm.set_defaults(func=_permissions)
+
+    dspy_ = sub.add_parser("dspy", help="variables bound to DSPy programs (LM settings, results)")
+    dspy_.add_argument("--json", action="store_true")
+    client_options(dspy_)
+    dspy_.set_defaults(func=_dspy)
 
     from ._cli_transfer import add_parsers
 

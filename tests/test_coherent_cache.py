@@ -292,6 +292,7 @@ async def test_subscribe_invalidation_on_remote_write_delete_and_pattern(two):
 
     sub = b.cache.subscribe_invalidation("x", lambda k, r: calls.append(("sync", k, r)))
     b.cache.subscribe_invalidation("x", async_callback)
+    await until(lambda: b.get_cache_info()["coherent"])  # B's stream is live: entries stay
     for name in ("x", "p.a", "p.b", "q"):
         await b.get_variable(name)
     async with b.watch_variables(["x", "q"]) as watch:
@@ -379,3 +380,18 @@ async def test_get_batch_does_not_cache_a_value_fetched_across_a_newer_write():
 
     assert await cache.get_batch(["k"], fetch) == {"k": "as of 3"}
     assert "k" not in cache
+
+
+async def test_a_stream_that_starts_after_a_read_replays_what_the_read_missed(server):
+    """A value cached before the stream was live, then changed before it connected, must not
+    stay in the cache as 'coherent': the stream starts from the oldest cached read."""
+    sid = "cc-late-stream"
+    async with session_for(server, sid) as a, \
+            session_for(server, sid, cache_ttl=3600, coherent_cache=False) as b:
+        await a.register_variable("shared", "string", "one")
+        assert await b.get_variable("shared") == "one"  # cached, no stream yet
+        await a.set_variable("shared", "two")  # committed before b's stream exists
+        b._hub.start()  # the stream connects late (as on a loaded machine)
+        await until(lambda: b.get_cache_info()["coherent"])
+        await until(lambda: b.cached_value("shared") == "two")
+        await a.cleanup()

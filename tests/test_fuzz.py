@@ -120,7 +120,26 @@ def _string(rng: random.Random, field_name: str) -> str:
         return rng.choice(CONSTRAINTS)
     if field_name == "pattern":
         return rng.choice(PATTERNS)
+    if field_name == "permission":
+        return rng.choice(["read", "write", "observe", "optimize", "admin", ""])
+    if field_name == "as_session":
+        return rng.choice(SESSIONS + [""])
+    if field_name == "rules_json":
+        return rng.choice(RULES)
     return rng.choice(STRINGS + NAMES)
+
+
+#: access rules for SetVariablePermissions (valid, invalid, hostile)
+RULES = [
+    "[]", '[{"session_pattern": "any", "permissions": ["read"]}]',
+    '[{"session_pattern": "s*", "permissions": ["read", "write"], "conditions": '
+    '{"principal": "*"}}]', '{"session_pattern": "any", "permissions": "observe"}',
+    '[{"session_pattern": "any", "permissions": ["fly"]}]', '[{"session_pattern": 5}]',
+    '[{"session_pattern": "[", "permissions": ["read"]}]', "[{", '"read"', "[" * 5000,
+    '[{"session_pattern": "any", "permissions": ["read"], "conditions": {"x": "y"}}]',
+    '[{"session_pattern": "any", "permissions": ["read"], "conditions": '
+    '{"not_after": "yesterday"}}]',
+]
 
 
 _INTS = [0, 1, -1, 2, 5, 2**31 - 1, -(2**31), 2**63 - 1, -(2**63)]

@@ -10,11 +10,10 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import require
 
 import dspex_notebook as dn
 from dspex_notebook.testing import running_server, session_for
-
-from conftest import require
 
 FORMATS = ("json", "yaml", "pickle", "parquet")
 

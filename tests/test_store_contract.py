@@ -854,7 +854,7 @@ def test_sqlite_schema_1_store_is_migrated(tmp_path):
         backend.close()
     side = sqlite3.connect(path)
     try:
-        assert side.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+        assert side.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
     finally:
         side.close()
     # a store over the migrated file works and keeps counting; reopening does not migrate twice
@@ -875,3 +875,53 @@ def test_sqlite_schema_1_store_is_migrated(tmp_path):
             "old_style", "temp", "gone", "emb", "temp", "gone", "emb", "old_style", "temp"]
     finally:
         store.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# documents (what dependencies, access rules, ... store beside the variables)
+
+
+def test_documents_commit_compare_reload_and_go_with_their_session(env, store):
+    from dspex_notebook.server.backends import DocCompare, DocRow
+
+    rev = store._commit(Commit(docs=[DocRow("graph", S, S, {"edges": [["a", "b"]]})]), P)
+    assert store.view.docs[("graph", S)].mod_revision == rev
+    before = snapshot(store)
+    stale = Commit(docs=[DocRow("graph", S, S, {"edges": []})],
+                   doc_compares=[DocCompare("graph", S, rev - 1)])
+    with pytest.raises(CompareFailed, match=r"graph 'sess' changed concurrently \(expected "
+                                            rf"revision {rev - 1}, found {rev}\)"):
+        store._commit(stale, P)
+    assert snapshot(store) == before and store.view.docs[("graph", S)].doc == {"edges": [["a", "b"]]}
+    with pytest.raises(CompareFailed, match="expected revision 0, found"):  # 0: must not exist
+        store._commit(Commit(docs=[DocRow("rules", "x", S, {})],
+                             doc_compares=[DocCompare("rules", "x", 0), DocCompare("graph", S, 0)]), P)
+    rev2 = store._commit(Commit(docs=[DocRow("graph", S, S, {"edges": []}),
+                                      DocRow("rules", "x", S, {"any": ["read"]})],
+                                doc_compares=[DocCompare("graph", S, rev)]), P)
+    reopened = env.reopen()
+    assert {k: (d.doc, d.mod_revision) for k, d in reopened.view.docs.items()} == {
+        ("graph", S): ({"edges": []}, rev2), ("rules", "x"): ({"any": ["read"]}, rev2)}
+    reopened._commit(Commit(docs=[DocRow("rules", "x", S, None)]), P)  # doc=None deletes
+    assert ("rules", "x") not in reopened.view.docs
+    reopened.init_session(P, "other", {})
+    reopened._commit(Commit(docs=[DocRow("graph", "other", "other", {"edges": []})]), P)
+    reopened.cleanup_session(P, S)
+    assert list(reopened.view.docs) == [("graph", "other")]
+    assert [d.key for d in env.reopen().backend.load().docs] == ["other"]
+
+
+def test_sqlite_schema_2_store_gains_the_documents_table(tmp_path):
+    path = tmp_path / "s2.sqlite3"
+    SQLiteBackend(path).close()
+    with sqlite3.connect(path) as side:  # make it look like a schema-2 store
+        side.execute("DROP TABLE docs")
+        side.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    side.close()
+    backend = SQLiteBackend(path)
+    try:
+        assert backend.load().docs == []
+        assert backend._db.execute(
+            "SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
+    finally:
+        backend.close()

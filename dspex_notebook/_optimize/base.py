@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._errors import a_or_an
 from .errors import OptimizerConfigError
 from .space import SearchSpace, same_value
 
@@ -131,7 +132,7 @@ class BaseOptimizer(ABC):
         if space.kind not in self.supported_kinds:
             who = f"variable {space.name!r}" if space.name else "the variable"
             raise OptimizerConfigError(
-                f"{self.name} cannot search {who}: it is a {space.kind} space and {self.name} "
+                f"{self.name} cannot search {who}: it is {a_or_an(space.kind)} space and {self.name} "
                 f"supports {', '.join(sorted(self.supported_kinds))} spaces"
             )
         if direction not in ("minimize", "maximize"):

@@ -395,7 +395,7 @@ class ExecuteElixirToolResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., result: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., error_message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., execution_time_ms: _Optional[int] = ...) -> None: ...
 
 class Variable(_message.Message):
-    __slots__ = ("id", "name", "type", "value", "constraints_json", "metadata", "source", "last_updated_at", "version", "access_control_json", "optimization_status", "binary_value", "mod_revision", "create_revision")
+    __slots__ = ("id", "name", "type", "value", "constraints_json", "metadata", "source", "last_updated_at", "version", "access_control_json", "optimization_status", "binary_value", "mod_revision", "create_revision", "session_id")
     class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ELIXIR: _ClassVar[Variable.Source]
@@ -423,6 +423,7 @@ class Variable(_message.Message):
     BINARY_VALUE_FIELD_NUMBER: _ClassVar[int]
     MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     type: str
@@ -437,7 +438,8 @@ class Variable(_message.Message):
     binary_value: bytes
     mod_revision: int
     create_revision: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., constraints_json: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[_Union[Variable.Source, str]] = ..., last_updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., access_control_json: _Optional[str] = ..., optimization_status: _Optional[_Union[OptimizationStatus, _Mapping]] = ..., binary_value: _Optional[bytes] = ..., mod_revision: _Optional[int] = ..., create_revision: _Optional[int] = ...) -> None: ...
+    session_id: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., constraints_json: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[_Union[Variable.Source, str]] = ..., last_updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., access_control_json: _Optional[str] = ..., optimization_status: _Optional[_Union[OptimizationStatus, _Mapping]] = ..., binary_value: _Optional[bytes] = ..., mod_revision: _Optional[int] = ..., create_revision: _Optional[int] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class OptimizationStatus(_message.Message):
     __slots__ = ("optimizing", "optimizer_id", "started_at")
@@ -1212,3 +1214,53 @@ class RestoreSessionResponse(_message.Message):
     summary_json: str
     revision: int
     def __init__(self, summary_json: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class SetVariablePermissionsRequest(_message.Message):
+    __slots__ = ("session_id", "variable_identifier", "rules_json")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    RULES_JSON_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    variable_identifier: str
+    rules_json: str
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., rules_json: _Optional[str] = ...) -> None: ...
+
+class GetVariablePermissionsRequest(_message.Message):
+    __slots__ = ("session_id", "variable_identifier")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    variable_identifier: str
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ...) -> None: ...
+
+class VariablePermissionsResponse(_message.Message):
+    __slots__ = ("variable_id", "rules_json", "revision")
+    VARIABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    RULES_JSON_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    variable_id: str
+    rules_json: str
+    revision: int
+    def __init__(self, variable_id: _Optional[str] = ..., rules_json: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class CheckVariableAccessRequest(_message.Message):
+    __slots__ = ("session_id", "variable_identifier", "permission", "as_session")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    PERMISSION_FIELD_NUMBER: _ClassVar[int]
+    AS_SESSION_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    variable_identifier: str
+    permission: str
+    as_session: str
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., permission: _Optional[str] = ..., as_session: _Optional[str] = ...) -> None: ...
+
+class CheckVariableAccessResponse(_message.Message):
+    __slots__ = ("allowed", "reason", "revision")
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    allowed: bool
+    reason: str
+    revision: int
+    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...

@@ -215,6 +215,21 @@ class BridgeServiceStub:
                 request_serializer=snakepit__bridge__pb2.RestoreSessionRequest.SerializeToString,
                 response_deserializer=snakepit__bridge__pb2.RestoreSessionResponse.FromString,
                 _registered_method=True)
+        self.SetVariablePermissions = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/SetVariablePermissions',
+                request_serializer=snakepit__bridge__pb2.SetVariablePermissionsRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.VariablePermissionsResponse.FromString,
+                _registered_method=True)
+        self.GetVariablePermissions = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/GetVariablePermissions',
+                request_serializer=snakepit__bridge__pb2.GetVariablePermissionsRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.VariablePermissionsResponse.FromString,
+                _registered_method=True)
+        self.CheckVariableAccess = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/CheckVariableAccess',
+                request_serializer=snakepit__bridge__pb2.CheckVariableAccessRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.CheckVariableAccessResponse.FromString,
+                _registered_method=True)
 
 
 class BridgeServiceServicer:
@@ -447,6 +462,25 @@ class BridgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetVariablePermissions(self, request, context):
+        """dspex: access rules of a variable (set_variable_permissions / check_variable_access)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVariablePermissions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckVariableAccess(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BridgeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -629,6 +663,21 @@ def add_BridgeServiceServicer_to_server(servicer, server):
                     servicer.RestoreSession,
                     request_deserializer=snakepit__bridge__pb2.RestoreSessionRequest.FromString,
                     response_serializer=snakepit__bridge__pb2.RestoreSessionResponse.SerializeToString,
+            ),
+            'SetVariablePermissions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetVariablePermissions,
+                    request_deserializer=snakepit__bridge__pb2.SetVariablePermissionsRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.VariablePermissionsResponse.SerializeToString,
+            ),
+            'GetVariablePermissions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVariablePermissions,
+                    request_deserializer=snakepit__bridge__pb2.GetVariablePermissionsRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.VariablePermissionsResponse.SerializeToString,
+            ),
+            'CheckVariableAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckVariableAccess,
+                    request_deserializer=snakepit__bridge__pb2.CheckVariableAccessRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.CheckVariableAccessResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1603,6 +1652,87 @@ class BridgeService:
             '/snakepit.bridge.BridgeService/RestoreSession',
             snakepit__bridge__pb2.RestoreSessionRequest.SerializeToString,
             snakepit__bridge__pb2.RestoreSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetVariablePermissions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/SetVariablePermissions',
+            snakepit__bridge__pb2.SetVariablePermissionsRequest.SerializeToString,
+            snakepit__bridge__pb2.VariablePermissionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVariablePermissions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/GetVariablePermissions',
+            snakepit__bridge__pb2.GetVariablePermissionsRequest.SerializeToString,
+            snakepit__bridge__pb2.VariablePermissionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckVariableAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/CheckVariableAccess',
+            snakepit__bridge__pb2.CheckVariableAccessRequest.SerializeToString,
+            snakepit__bridge__pb2.CheckVariableAccessResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,9 +7,9 @@
   field a caller controls: identifiers (session ids, names, variable identifiers, the keys of
   update maps) are at most ``max_name_length`` characters → INVALID_ARGUMENT; batches (update
   maps, identifier lists, registrations) hold at most ``max_batch`` entries and metadata maps
-  at most ``max_metadata_entries`` → RESOURCE_EXHAUSTED; ``constraints_json`` is at most
-  ``max_constraints_bytes``; a glob ``pattern`` at most ``MAX_PATTERN_LENGTH`` characters; any
-  other string at most ``max_text_length``.
+  at most ``max_metadata_entries`` → RESOURCE_EXHAUSTED; ``constraints_json`` (and an access
+  ``rules_json``) is at most ``max_constraints_bytes``; a glob ``pattern`` at most
+  ``MAX_PATTERN_LENGTH`` characters; any other string at most ``max_text_length``.
 
 So the store only ever sees bounded input, and an over-long identifier is refused as such
 instead of being looked up (NOT_FOUND) and echoed back. Values (``google.protobuf.Any`` and
@@ -33,6 +33,7 @@ __all__ = ["admit"]
 #: string fields that name something (checked as identifiers), and how errors call them
 _IDENTIFIERS = {
     "session_id": "session id",
+    "as_session": "session id",
     "variable_identifier": "variable identifier",
     "variable_id": "variable id",
     "name": "name",
@@ -82,6 +83,8 @@ def _plan(descriptor: Any) -> list[tuple[str, str]]:
                 plan.append((field.name, "constraints"))
             elif field.name == "pattern":
                 plan.append((field.name, "pattern"))
+            elif field.name == "rules_json":
+                plan.append((field.name, "rules"))
             else:
                 plan.append((field.name, "text"))
     _plans[descriptor.full_name] = plan
@@ -111,6 +114,8 @@ def _check(msg: Any, limits: Limits) -> None:
             limits.check_constraints_json(value, getattr(msg, "name", ""))
         elif kind == "pattern":
             limits.check_text("pattern", value, MAX_PATTERN_LENGTH)
+        elif kind == "rules":
+            limits.check_text("rules_json", value, limits.max_constraints_bytes)
         elif kind == "identifiers":
             limits.check_count(name.replace("_", " "), len(value))
             for item in value:

@@ -499,6 +499,29 @@ class Bridge:
         reply = await self._call(method, req, method, ident)
         return json.loads(reply.json or "null")
 
+    # ------------------------------------------------------------------------------------------
+    # access rules
+
+    async def set_variable_permissions(self, session_id: str, ident: str,
+                                       rules: list[dict[str, Any]]) -> tuple[list[Any], int]:
+        """``(the rules as stored, revision)``."""
+        req = pb.SetVariablePermissionsRequest(session_id=session_id, variable_identifier=ident,
+                                               rules_json=json.dumps(rules))
+        reply = await self._call("SetVariablePermissions", req, "set_variable_permissions", ident)
+        return json.loads(reply.rules_json or "[]"), reply.revision
+
+    async def get_variable_permissions(self, session_id: str, ident: str) -> list[Any]:
+        req = pb.GetVariablePermissionsRequest(session_id=session_id, variable_identifier=ident)
+        reply = await self._call("GetVariablePermissions", req, "get_variable_permissions", ident)
+        return list(json.loads(reply.rules_json or "[]"))
+
+    async def check_variable_access(self, session_id: str, ident: str, permission: str,
+                                    as_session: str = "") -> tuple[bool, str]:
+        req = pb.CheckVariableAccessRequest(session_id=session_id, variable_identifier=ident,
+                                            permission=permission, as_session=as_session)
+        reply = await self._call("CheckVariableAccess", req, "check_variable_access", ident)
+        return reply.allowed, reply.reason
+
     async def watch(self, session_id: str, idents: Sequence[str] = (), *, start_revision: int = 0,
                     store_id: str = "", include_initial: bool = False,
                     progress_interval_ms: int = 0) -> AsyncIterator[WatchMessage]:

@@ -81,4 +81,5 @@ def variable_from_pb(var: pb.Variable) -> Any:
         source=SOURCE_NAMES.get(var.source, "python"),
         updated_at=timestamp_to_datetime(var.last_updated_at),
         optimizing=var.optimization_status.optimizing,
+        session_id=var.session_id,
     )

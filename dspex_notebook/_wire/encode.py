@@ -65,7 +65,7 @@ def variable_message(var: StoredVariable, raw: bool) -> pb.Variable:
     msg = pb.Variable(
         id=var.id, name=var.name, type=var.type, constraints_json=var.constraints_json,
         metadata=var.metadata, version=var.version, mod_revision=var.mod_revision,
-        create_revision=var.create_revision,
+        create_revision=var.create_revision, session_id=var.session_id,
         source=pb.Variable.ELIXIR if var.source == "elixir" else pb.Variable.PYTHON,
         optimization_status=pb.OptimizationStatus(optimizing=False),
     )

@@ -34,17 +34,27 @@ USAGE = """\
 %var del NAME [NAME ...]              delete variables (stops at the first error)
 %var watch NAME [NAME ...]            a live display of the variables, updated as they change
 %var unwatch [NAME ...]               stop live displays (all, or those showing NAME)
+%var widget NAME [NAME ...] [--throttle-ms N] [--on-release]
+                                      controls bound both ways (alias: %var slider)
 %var stats [NAME]                     access statistics (server counts + this client's cache)
 %var cache [--ttl S] [--max-size N] [--policy lru|lfu|fifo]
                                       show (or change) this client's cache
 %var history NAME [--limit N]         the variable's versions, newest first
+%var history NAME --scrubber          a slider over the versions with a Restore button
 %var rollback NAME VERSION [--reason TEXT]
                                       write VERSION's value as a new version
+%var permissions NAME [--set RULES] [--check PERMISSION [--as SESSION]]
+                                      show / set (YAML: [{session_pattern: 'bob_*', permissions:
+                                      [read]}], [] for none) / check a variable's access rules
 """ + TRANSFER_USAGE + """\
 %var optimize NAME --objective FUNC [--optimizer bayesian] [--max-iterations N] [--config YAML]
-                                      start a server-held run; FUNC(value) -> float or dict
+                                      start a server-held run; FUNC(value) -> float or dict;
+                                      shows its live panel (--no-panel: just the run id)
+%var optimize NAME                    the live panel of NAME's current (or last) run
 %var status NAME                      the variable's optimization run
 %var stop NAME                        stop it (the best value found stays)
+%var dspy [list|sync PROGRAM [--prefix P]|push PROGRAM|pull PROGRAM]
+                                      DSPy programs' LM settings as variables (%var dspy help)
 %var help [COMMAND]                   this list, or one command's lines
 %%var [--replace]                     register/update many variables from a YAML block, atomically:
     temperature: {type: float, value: 0.7, constraints: {min: 0, max: 2}}
@@ -54,10 +64,11 @@ USAGE = """\
 
 SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
                "cache", "optimize", "status", "stop", "history", "rollback", "export", "import",
-               "restore", "help")
+               "restore", "permissions", "dspy", "help", "widget", "slider")
 #: what completion offers after ``%var `` (aliases left out)
 COMPLETED = ("list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
-             "status", "stop", "history", "rollback", "export", "import", "restore", "help")
+             "status", "stop", "history", "rollback", "export", "import", "restore", "permissions",
+             "dspy", "help", "widget")
 
 
 def _help(topic: str) -> str:
@@ -199,6 +210,8 @@ class DspexMagics(TransferMagics, Magics):
             return self.watch(rest)
         if head == "unwatch":
             return self.unwatch(rest)
+        if head in ("widget", "slider"):
+            return self.widget(head, rest)
         if head == "stats":
             if len(rest) > 1:
                 raise UsageError("usage: %var stats [NAME]")
@@ -209,6 +222,14 @@ class DspexMagics(TransferMagics, Magics):
             return self.optimize(rest)
         if head == "history":
             return self.history(rest)
+        if head == "dspy":  # the optional DSPy integration (dspex_notebook/dspy/_magic.py)
+            from ..dspy._magic import USAGE as DSPY_USAGE
+            from ..dspy._magic import dspy_command
+
+            if rest[:1] == ["help"]:
+                print(DSPY_USAGE)
+                return None
+            return dspy_command(self, rest)
         if head == "rollback":
             return self.rollback(rest)
         if head == "export":
@@ -217,6 +238,8 @@ class DspexMagics(TransferMagics, Magics):
             return self.import_(rest)
         if head == "restore":
             return self.restore(rest)
+        if head == "permissions":
+            return self.permissions(rest)
         if head in ("status", "stop"):
             if len(rest) != 1:
                 raise UsageError(f"usage: %var {head} NAME")
@@ -290,6 +313,15 @@ class DspexMagics(TransferMagics, Magics):
         self.views.append(view)
         return view
 
+    def widget(self, head: str, argv: list[str]) -> Any:
+        from .panels import widget_panel
+
+        if self.notebook_session is None:
+            raise UsageError("dspex_notebook is not connected; run %load_ext dspex_notebook")
+        panel = widget_panel(self.notebook_session, argv, f"%var {head}")
+        self.views.append(panel)  # %var unwatch and unloading the extension stop it
+        return panel
+
     def unwatch(self, names: list[str]) -> None:
         stopped = [v for v in self.views if not names or set(names) & set(v.names)]
         if not stopped:
@@ -329,7 +361,14 @@ class DspexMagics(TransferMagics, Magics):
         p = _Parser(prog="%var history", add_help=False)
         p.add_argument("name")
         p.add_argument("--limit", type=int, default=20)
+        p.add_argument("--scrubber", action="store_true", help="a slider over the versions")
         ns = p.parse_args(argv)
+        if ns.scrubber:
+            from .panels import history_scrubber
+
+            scrubber = history_scrubber(self.notebook_session, ns.name, ns.limit, self.timeout)
+            self.views.append(scrubber)
+            return scrubber
         return HistoryTable(ns.name, self._run(self._ctx.get_variable_history(ns.name, ns.limit)))
 
     def rollback(self, argv: list[str]) -> int:
@@ -342,16 +381,42 @@ class DspexMagics(TransferMagics, Magics):
         print(f"{ns.name}: version {version} = version {ns.version}'s value")
         return version
 
-    def optimize(self, argv: list[str]) -> str:
+    def permissions(self, argv: list[str]) -> Any:
+        """``%var permissions NAME``: the rules table; ``--set RULES`` (YAML) replaces them;
+        ``--check PERMISSION [--as SESSION]`` prints whether it is granted and why."""
+        from .._rules_text import check_line
+        from .._rules_text import permissions as run
+
+        p = _Parser(prog="%var permissions", add_help=False)
+        p.add_argument("name")
+        p.add_argument("--set", dest="rules", default=None)
+        p.add_argument("--check", default=None, metavar="PERMISSION")
+        p.add_argument("--as", dest="as_session", default=None, metavar="SESSION")
+        ns = p.parse_args(argv)
+        result = self._run(run(self._ctx, ns.name, ns.rules, ns.check, ns.as_session))
+        if ns.check is not None:
+            allowed, reason = result
+            print(check_line(ns.name, ns.check, allowed, reason))
+            return allowed
+        return result
+
+    def optimize(self, argv: list[str]) -> Any:
         import yaml
 
         p = _Parser(prog="%var optimize", add_help=False)
         p.add_argument("name")
-        p.add_argument("--objective", required=True, help="a function in the notebook namespace")
+        p.add_argument("--objective", help="a function in the notebook namespace")
         p.add_argument("--optimizer", default="bayesian")
         p.add_argument("--max-iterations", type=int, default=100)
         p.add_argument("--config", default=None, help="YAML/JSON mapping")
+        p.add_argument("--no-panel", action="store_true", help="print the run id, no live panel")
         ns = p.parse_args(argv)
+        if ns.objective is None:  # show the panel of the variable's current (or last) run
+            from .panels import optimization_panel
+
+            panel = optimization_panel(self.notebook_session, ns.name, self.timeout)
+            self.views.append(panel)
+            return panel
         try:
             objective = self._eval(ns.objective)
         except Exception as exc:
@@ -369,7 +434,13 @@ class DspexMagics(TransferMagics, Magics):
             ns.name, ns.optimizer, config, ns.max_iterations, objective=objective))
         print(f"{ns.name}: {ns.optimizer} run {run_id} started (%var status {ns.name}, "
               f"%var stop {ns.name})")
-        return run_id
+        if ns.no_panel:
+            return run_id
+        from ..widgets import OptimizationPanel
+
+        panel = OptimizationPanel(self.notebook_session, ns.name)
+        self.views.append(panel)  # %var unwatch NAME stops refreshing it
+        return panel
 
     def status(self, name: str) -> Any:
         from .._display import OptimizationStatus

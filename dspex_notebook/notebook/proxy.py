@@ -200,6 +200,24 @@ class NotebookSession:
     async def restore_session(self, revision: int, dry_run: bool = False) -> dict[str, Any]:
         return await self.portal.call(self.context.restore_session(revision, dry_run))
 
+    # -- access rules ----------------------------------------------------------------------
+
+    async def set_variable_permissions(self, variable: str, rules: list[dict[str, Any]]) -> None:
+        return await self.portal.call(self.context.set_variable_permissions(variable, rules))
+
+    async def get_variable_permissions(self, variable: str) -> list[dict[str, Any]]:
+        return await self.portal.call(self.context.get_variable_permissions(variable))
+
+    async def check_variable_access(self, variable: str, permission: str, *,
+                                    session: str | None = None) -> bool:
+        return await self.portal.call(self.context.check_variable_access(
+            variable, permission, session=session))
+
+    async def explain_variable_access(self, variable: str, permission: str, *,
+                                      session: str | None = None) -> tuple[bool, str]:
+        return await self.portal.call(self.context.explain_variable_access(
+            variable, permission, session=session))
+
     # -- optimization runs -----------------------------------------------------------------
 
     async def start_optimization(

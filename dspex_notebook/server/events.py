@@ -126,7 +126,8 @@ class Subscription:
     """A watcher's selection and bounded queue. ``names`` None = the whole session."""
 
     __slots__ = ("session_id", "names", "queue", "max_pending", "overflowed", "closed",
-                 "_waiter", "last_sent", "progress_interval", "task", "busy", "__weakref__")
+                 "_waiter", "last_sent", "progress_interval", "task", "busy", "guard", "denied",
+                 "__weakref__")
 
     def __init__(self, session_id: str, names: frozenset[str] | None, max_pending: int,
                  progress_interval: float) -> None:
@@ -147,6 +148,10 @@ class Subscription:
         self.task: asyncio.Task[Any] | None = None
         #: True while the consumer is busy with an item (writing it to the network)
         self.busy = False
+        #: a watch of another session's variables: ``guard()`` says why it must end, or None
+        #: (``server/access.py``); ``denied`` is that reason once the store ended it
+        self.guard: Callable[[], str | None] | None = None
+        self.denied: str | None = None
 
     def select(self, batch: EventBatch) -> tuple[int, ...] | None:
         """Indices of the batch's events this subscription wants (None: all of them)."""

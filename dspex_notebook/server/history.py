@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .. import _codec
 from .._errors import InvalidArgument
 from .backends.base import HistoryRow, StoredVariable
-from .writes import resolve, stage_set
+from .writes import stage_set
 
 if TYPE_CHECKING:
     from .store import Store
@@ -28,7 +28,7 @@ def history(store: Store, principal: str, session_id: str, ident: str, limit: in
         raise InvalidArgument(f"history limit must be between 1 and {MAX_LIMIT}, got {limit}")
     if offset < 0:
         raise InvalidArgument(f"history offset must be >= 0, got {offset}")
-    var = resolve(store.view, store._session(principal, session_id), ident)
+    var, _ = store.reach(principal, session_id, ident, "read")
     return var, store.backend.history(var.id, limit, offset)
 
 
@@ -41,7 +41,7 @@ def rollback(store: Store, principal: str, session_id: str, ident: str, version:
         OptimizationConflict: an optimization run holds the variable.
     """
     sess = store._session(principal, session_id)
-    var = resolve(store.view, sess, ident)
+    var, _ = store.reach(principal, session_id, ident, "write")  # stage_set checks it again
     target = None
     offset, kept = 0, []
     while target is None:

@@ -37,7 +37,7 @@ from .._errors import InvalidArgument, OptimizationConflict
 from .._optimize import BaseOptimizer, GradientOptimizer, GridSearchOptimizer, make_optimizer, space_for
 from .._optimize.space import same_value
 from .backends.base import Commit, Compare, Put, RunRow, StoredVariable, TrialRow
-from .writes import next_state, resolve
+from .writes import next_state
 
 if TYPE_CHECKING:
     from .store import Store
@@ -184,9 +184,12 @@ class Optimizations:
     # ------------------------------------------------------------------------------------------
 
     def _run_of(self, principal: str, session_id: str, ident: str, run_id: str = "",
-                active: bool = True) -> tuple[StoredVariable, Run | None]:
-        sess = self.store._session(principal, session_id)
-        var = resolve(self.store.view, sess, ident)
+                active: bool = True,
+                compares: list[Any] | None = None) -> tuple[StoredVariable, Run | None]:
+        # another session's variable (by id) needs 'optimize' (server/access.py)
+        var, found = self.store.reach(principal, session_id, ident, "optimize")
+        if compares is not None:
+            compares.extend(found)
         rid = run_id or (self.active.get(var.id) if active else self.latest.get(var.id))
         run = self.runs.get(rid or "")
         if run is not None and run.row.var_id != var.id:
@@ -208,7 +211,8 @@ class Optimizations:
             OptimizationConflict: the variable is already being optimized.
             InvalidArgument: unknown optimizer, bad config, a variable that cannot be searched.
         """
-        var, current = self._run_of(principal, session_id, ident)
+        doc_compares: list[Any] = []
+        var, current = self._run_of(principal, session_id, ident, compares=doc_compares)
         if current is not None:
             raise OptimizationConflict(
                 f"variable {var.name!r} is already being optimized (run {current.id!r}, "
@@ -245,7 +249,7 @@ class Optimizations:
         if client_side:
             space_for(var.type, var.constraints, var.name)  # the variable must be searchable
         row = RunRow(f"opt-{uuid.uuid4().hex[:12]}", var.session_id, var.id, doc)
-        self._commit(Commit(runs=[row], ts=now), principal)
+        self._commit(Commit(runs=[row], doc_compares=doc_compares, ts=now), principal)
         run = Run(row, [], engine, lease)
         self.runs[row.id] = run
         self.active[var.id] = self.latest[var.id] = row.id
@@ -257,7 +261,11 @@ class Optimizations:
                          has_proposal: bool = False) -> tuple[dict[str, Any] | None, Run]:
         """The trial to evaluate (the pending one again if not yet reported), or None when
         the run is over. Writes the proposal to the variable."""
-        var, run = self._run_of(principal, session_id, ident, run_id, active=False)
+        # from another session: 'optimize', compared again in the write's commit (the
+        # suggestion is awaited in between, so a revoke may land meanwhile)
+        doc_compares: list[Any] = []
+        var, run = self._run_of(principal, session_id, ident, run_id, active=False,
+                                compares=doc_compares)
         if run is None:
             raise InvalidArgument(f"variable {var.name!r} is not being optimized")
         async with run.lock:
@@ -294,7 +302,8 @@ class Optimizations:
             self._commit(Commit(
                 [Put(new, "set", f"optimizer_{run.id}", meta)],
                 compares=[Compare(var.session_id, var.name, var.id, var.version)],
-                runs=[run.row], trials=[TrialRow(run.id, trial["iteration"], trial)], ts=now),
+                runs=[run.row], trials=[TrialRow(run.id, trial["iteration"], trial)],
+                doc_compares=doc_compares, ts=now),
                 principal)
             run.trials.append(trial)
             return trial, run
@@ -307,6 +316,9 @@ class Optimizations:
         if run is None:
             raise InvalidArgument(f"variable {var.name!r} is not being optimized")
         async with run.lock:
+            # the lock may have been awaited: check 'optimize' again with no await between the
+            # check and the trial's update (a report writes no variable, so no compare)
+            self.store.reach(principal, session_id, ident, "optimize")
             run.touch()
             if not 1 <= trial_id <= len(run.trials):
                 raise InvalidArgument(f"run {run.id!r} has no trial {trial_id}")

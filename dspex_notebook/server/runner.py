@@ -91,6 +91,9 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     #: keep the change log of at least this many recent revisions (None: keep all), see Store
     retain_revisions: int | None = None
+    #: several principals (``server/principals.py``); None: one principal, "owner", whose
+    #: token is ``token`` (or a random one)
+    principals: list[Any] | None = None
 
     def check(self) -> None:
         if isinstance(self.port, bool) or not isinstance(self.port, int) \
@@ -100,7 +103,7 @@ class ServerConfig:
                              "free port")
         if self.retain_revisions is not None and self.retain_revisions < 1:
             raise ValueError(f"--retain-revisions must be at least 1, got {self.retain_revisions}")
-        if not is_loopback(self.host) and not self.token:
+        if not is_loopback(self.host) and not self.token and not self.principals:
             raise ValueError(
                 f"refusing to bind {self.host!r} (not loopback) without a token: pass --token-file"
             )
@@ -120,14 +123,22 @@ class _Running:
 
 async def _serve(cfg: ServerConfig, stop: asyncio.Event, ready: Any, state: _Running) -> None:
     from .._wire.server import start_grpc_server  # grpc lives behind _wire
+    from .access import Rights
+    from .principals import tokens_and_rights
 
-    token = cfg.token or secrets.token_urlsafe(32)
+    if cfg.principals:
+        # the runtime file (mode 0600, for local clients) carries the first principal's token
+        tokens, rights = tokens_and_rights(cfg.principals)
+        token = cfg.principals[0].token
+    else:
+        token = cfg.token or secrets.token_urlsafe(32)
+        tokens, rights = {token: "owner"}, Rights()
     backend = open_backend(cfg.db)
-    store = Store(backend, cfg.limits, retain_revisions=cfg.retain_revisions)
+    store = Store(backend, cfg.limits, retain_revisions=cfg.retain_revisions, rights=rights)
     state.store = store
     try:
         server, port = await start_grpc_server(
-            store, cfg.host, cfg.port, {token: "owner"}, f"dspex-notebook/{__version__}", cfg.limits
+            store, cfg.host, cfg.port, tokens, f"dspex-notebook/{__version__}", cfg.limits
         )
     except BaseException:
         store.close()
@@ -169,14 +180,16 @@ class EmbeddedServer:
         host, port: where to listen (loopback, any free port by default).
         token: bearer token callers must send; generated when None.
         write_runtime_file: publish address + token for other local processes.
+        principals: several principals (``server/principals.py``) instead of one token;
+            ``token`` is then the first principal's.
     """
 
     def __init__(self, db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, token: str | None = None, write_runtime_file: bool = True,
                  runtime_dir: pathlib.Path | None = None, limits: Limits | None = None,
-                 retain_revisions: int | None = None) -> None:
+                 retain_revisions: int | None = None, principals: list[Any] | None = None) -> None:
         self.config = ServerConfig(db, host, port, token, write_runtime_file, runtime_dir,
-                                   limits or Limits(), retain_revisions)
+                                   limits or Limits(), retain_revisions, principals)
         self.config.check()
         self._state = _Running()
         self._thread: threading.Thread | None = None

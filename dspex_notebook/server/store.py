@@ -26,7 +26,9 @@ from .._errors import AccessDenied, DspexError, ResourceLimitExceeded, SessionNo
 from .._names import check_identifier
 from .._patterns import glob_matcher
 from .._values import VariableSpec
-from .backends.base import Backend, Commit, Delete, SessionRow, StoredVariable
+from . import access
+from .access import Rights
+from .backends.base import Backend, Commit, Delete, DocCompare, SessionRow, StoredVariable
 from .events import EventBatch, EventHub, Subscription, batches_from_rows, row_variable
 from .limits import Limits
 from .optimization import Optimizations
@@ -45,12 +47,18 @@ class Store:
         clock: wall-clock seconds (timestamps of writes and sessions).
         retain_revisions: keep the change log of at least this many recent revisions and compact
             older ones (None: keep everything). Watchers that fall further behind resync.
+        rights: each principal's session-name patterns (``server/access.py``; a principal not
+            listed may create any session and use only its own).
     """
 
     def __init__(self, backend: Backend, limits: Limits | None = None,
                  clock: Callable[[], float] = time.time,
-                 retain_revisions: int | None = None) -> None:
+                 retain_revisions: int | None = None,
+                 rights: Rights | None = None) -> None:
         self.backend = backend
+        self.rights = rights or Rights()
+        #: live watches of other sessions' variables (re-checked when rules change)
+        self.watch_guards = access.WatchGuards(self)
         self.limits = limits or Limits()
         self._clock = clock
         snap = backend.load()
@@ -81,12 +89,20 @@ class Store:
     # the commit pipeline
 
     def _commit(self, commit: Commit, principal: str) -> int:
+        docs = self.view.docs
+        staged = {(d.kind, d.key) for d in commit.docs}
+        for d in commit.deletes:  # a variable's rules go with it
+            key = (access.KIND, d.var.id)
+            if key in docs and key not in staged:
+                commit.docs.append(access.rules_doc(d.var.id, d.var.session_id, []))
         revision = self.backend.commit(commit)
         batches = self.view.apply(commit, revision, principal)
         for put in commit.puts:
             self.writes[put.var.id] += 1
         for batch in batches:
             self.hub.publish(batch)
+        if self.watch_guards.watched:
+            self.watch_guards.recheck(commit)
         if self.retain_revisions is not None:
             self._maybe_compact()
         return revision
@@ -112,8 +128,7 @@ class Store:
         if sess is None:
             check_identifier(session_id, "session id", self.limits.max_name_length)
             raise SessionNotFoundError(f"Session not found: {session_id}")
-        if sess.row.principal != principal:
-            raise AccessDenied(f"session {session_id!r} belongs to another principal")
+        self.rights.check_use(principal, session_id, sess.row.principal)
         sess.row.last_access = self._clock()
         return sess
 
@@ -124,6 +139,7 @@ class Store:
         if session_id in self.view.sessions:
             self._session(principal, session_id)
             return self.revision
+        self.rights.check_create(principal, session_id)
         if len(self.view.sessions) >= self.limits.max_sessions:
             raise ResourceLimitExceeded(f"too many sessions (limit {self.limits.max_sessions})")
         now = self._clock()
@@ -135,6 +151,9 @@ class Store:
         if session_id not in self.view.sessions:
             return 0, self.revision
         sess = self._session(principal, session_id)
+        if sess.row.principal != principal:  # joining a session is not owning it
+            raise AccessDenied(f"only the principal that created session {session_id!r} may "
+                               "clean it up")
         now = self._clock()
         deletes = [Delete(self.view.vars[vid], principal, {}) for vid in sess.by_name.values()]
         removed = len(deletes)
@@ -149,9 +168,11 @@ class Store:
         return sess.row, len(sess.by_name)
 
     def list_sessions(self, principal: str) -> List[tuple[SessionRow, int]]:
-        """The principal's sessions (sorted by id) with their variable counts; not an access."""
-        return [(s.row, len(s.by_name)) for _, s in sorted(self.view.sessions.items())
-                if s.row.principal == principal]
+        """The sessions the principal may use (its own, and those its session patterns let it
+        join), sorted by id, with their variable counts; not an access."""
+        may_use = self.rights.may_use
+        return [(s.row, len(s.by_name)) for sid, s in sorted(self.view.sessions.items())
+                if may_use(principal, sid, s.row.principal)]
 
     def heartbeat(self, principal: str, session_id: str) -> bool:
         try:
@@ -167,9 +188,20 @@ class Store:
         """Find a variable of the session by id, then by name (not counted as a read)."""
         return resolve(self.view, self._session(principal, session_id), ident)
 
+    def reach(self, principal: str, session_id: str, ident: str,
+              permission: str) -> tuple[StoredVariable, List[DocCompare]]:
+        """A variable of the session (id, then name), or of another session by id where its
+        rules give this session ``permission`` (``server/access.py``); returns it and the
+        compares a write must carry."""
+        sess = self._session(principal, session_id)
+        compares: List[DocCompare] = []
+        var = resolve(self.view, sess, ident, permission, principal, self._clock(), compares)
+        return var, compares
+
     def get(self, principal: str, session_id: str, ident: str) -> StoredVariable:
-        """:meth:`resolve`, counted as a read in the statistics."""
-        var = resolve(self.view, self._session(principal, session_id), ident)
+        """A variable by id or name (or another session's by id, with ``read``), counted as
+        a read in the statistics."""
+        var, _ = self.reach(principal, session_id, ident, "read")
         self.reads[var.id] += 1
         return var
 
@@ -184,9 +216,12 @@ class Store:
             if var is None or var.session_id != session_id:
                 vid = by_name.get(ident)
                 if vid is None:
-                    missing.append(ident)
-                    continue
-                var = vars_[vid]
+                    if var is None:
+                        missing.append(ident)
+                        continue
+                    access.guard(self.view, var, session_id, principal, "read", self._clock())
+                else:
+                    var = vars_[vid]
             found[ident] = var
             reads[var.id] += 1
         return found, missing
@@ -207,9 +242,10 @@ class Store:
         sess = self._session(principal, session_id)
         if idents:
             found, missing = {}, []
+            now = self._clock()
             for ident in idents:
                 try:
-                    found[ident] = resolve(self.view, sess, ident)
+                    found[ident] = resolve(self.view, sess, ident, "read", principal, now)
                 except DspexError:
                     missing.append(ident)
         else:
@@ -272,6 +308,9 @@ class Store:
 
     def delete(self, principal: str, session_id: str, ident: str) -> int:
         sess = self._session(principal, session_id)
+        other = access.foreign(self.view, sess, ident)
+        if other is not None:
+            access.check_owner(other, session_id, "delete")
         return self._commit(stage_delete(self.view, sess, ident, principal, self._clock()),
                             principal)
 
@@ -283,7 +322,12 @@ class Store:
         """Start receiving the session's event batches (those touching ``idents``' names, or
         all); returns the subscription and the revision it starts after. Identifiers that are
         ids are watched by their variable's name."""
-        self._session(principal, session_id)
+        sess = self._session(principal, session_id)
+        others = [v for v in (access.foreign(self.view, sess, i) for i in idents) if v is not None]
+        if others:
+            sub = self.watch_guards.subscribe(principal, session_id, idents, others,
+                                              progress_interval)
+            return sub, self.view.revision
         names = None
         if idents:
             names = set()
@@ -295,6 +339,8 @@ class Store:
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.hub.unsubscribe(sub)
+        if sub.guard is not None:
+            self.watch_guards.forget(sub)
 
     def snapshot(self, session_id: str, names: frozenset[str] | None) -> List[StoredVariable]:
         """Current variables of a session (all, or those with these names), in order."""

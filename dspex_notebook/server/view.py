@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .. import _codec
 from .._constraints import validate
-from .backends.base import Commit, SessionRow, Snapshot, StoredVariable
+from .backends.base import Commit, DocRow, SessionRow, Snapshot, StoredVariable
 from .events import Event, EventBatch
 
 
@@ -41,6 +41,8 @@ class View:
         self.vars: dict[str, StoredVariable] = {}
         #: variable id -> id of the optimization run that holds it (ordinary writes refused)
         self.locks: dict[str, str] = {r.var_id: r.id for r in snap.runs if r.doc.get("state") == "running"}
+        #: (kind, key) -> the store's small JSON documents (dependency graphs, access rules...)
+        self.docs: dict[tuple[str, str], DocRow] = {(d.kind, d.key): d for d in snap.docs}
         for var in snap.variables:
             self.vars[var.id] = decoded(var)
             sess = self.sessions.get(var.session_id)
@@ -62,6 +64,8 @@ class View:
                 d.metadata.get("source", principal), d.metadata, commit.ts))
         for sid in commit.session_deletes:
             self.sessions.pop(sid, None)
+            for key in [k for k, d in self.docs.items() if d.session_id == sid]:
+                del self.docs[key]
         for row in commit.session_upserts:
             state = self.sessions.get(row.session_id)
             if state is None:
@@ -83,5 +87,10 @@ class View:
                 self.locks[run.var_id] = run.id
             elif self.locks.get(run.var_id) == run.id:
                 del self.locks[run.var_id]
+        for doc in commit.docs:
+            if doc.doc is None:
+                self.docs.pop((doc.kind, doc.key), None)
+            else:
+                self.docs[(doc.kind, doc.key)] = doc
         self.revision = revision
         return [EventBatch(revision, sid, tuple(evs)) for sid, evs in events.items()]

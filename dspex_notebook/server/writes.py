@@ -28,15 +28,25 @@ from .._errors import (
     VersionConflict,
 )
 from .._values import VariableSpec
-from .backends.base import Commit, Compare, Delete, Put, StoredVariable
+from . import access
+from .backends.base import Commit, Compare, Delete, DocCompare, Put, StoredVariable
 from .limits import Limits
 from .view import SessionState, View
 
 
-def resolve(view: View, sess: SessionState, ident: str) -> StoredVariable:
-    """A variable of the session by id, then by name."""
+def resolve(view: View, sess: SessionState, ident: str, need: str | None = None,
+            principal: str = "", now: float = 0.0,
+            compares: list[DocCompare] | None = None) -> StoredVariable:
+    """A variable of the session by id, then by name; with ``need`` (a permission) also
+    another session's variable by id where its rules allow it (``access.py``), adding the
+    compare on its rules document to ``compares``."""
     var = view.vars.get(ident)
     if var is not None and var.session_id == sess.row.session_id:
+        return var
+    if var is not None and need is not None and ident not in sess.by_name:
+        found = access.guard(view, var, sess.row.session_id, principal, need, now)
+        if compares is not None:
+            compares.extend(found)
         return var
     vid = sess.by_name.get(ident)
     if vid is None:
@@ -122,7 +132,8 @@ def stage_register(view: View, limits: Limits, sess: SessionState, specs: list[V
     for ident, raw_value in updates.items():
         if ident in seen:
             raise InvalidArgument(f"{ident!r} is registered and updated in the same batch")
-        new = _stage_update(view, limits, sess, ident, raw_value, by_id, ts, replaced=seen)
+        new = _stage_update(view, limits, sess, ident, raw_value, by_id, ts, principal,
+                            commit.doc_compares, replaced=seen)
         commit.puts.append(Put(new, "set", principal, dict(update_metadata)))
         commit.compares.append(Compare(session_id, new.name, new.id, new.version - 1))
     new_names = sum(1 for v in created if v.name not in sess.by_name)
@@ -138,7 +149,8 @@ def stage_set(view: View, limits: Limits, sess: SessionState, ident: str, raw_va
               metadata: Mapping[str, str], expected_version: int | None, principal: str,
               ts: float) -> tuple[Commit, StoredVariable]:
     limits.check_metadata(metadata)
-    var = resolve(view, sess, ident)
+    doc_compares: list[DocCompare] = []
+    var = resolve(view, sess, ident, "write", principal, ts, doc_compares)
     check_unlocked(view, var)
     if expected_version is not None and expected_version != var.version:
         raise VersionConflict(
@@ -146,7 +158,8 @@ def stage_set(view: View, limits: Limits, sess: SessionState, ident: str, raw_va
         )
     new = next_state(limits, var, raw_value, ts)
     commit = Commit([Put(new, "set", principal, dict(metadata))],
-                    compares=[Compare(var.session_id, var.name, var.id, var.version)], ts=ts)
+                    compares=[Compare(var.session_id, var.name, var.id, var.version)],
+                    doc_compares=doc_compares, ts=ts)
     return commit, new
 
 
@@ -164,14 +177,16 @@ def stage_batch(view: View, limits: Limits, sess: SessionState, updates: Mapping
     errors: dict[str, str] = {}
     staged: dict[str, StoredVariable] = {}
     by_id: dict[str, str] = {}
+    doc_compares: list[DocCompare] = []
     for ident, raw in updates.items():
         try:
-            staged[ident] = _stage_update(view, limits, sess, ident, raw, by_id, ts)
+            staged[ident] = _stage_update(view, limits, sess, ident, raw, by_id, ts, principal,
+                                          doc_compares)
         except DspexError as exc:
             errors[ident] = str(exc)
     if (atomic and errors) or not staged:
         return None, {}, errors
-    commit = Commit(ts=ts)
+    commit = Commit(ts=ts, doc_compares=doc_compares)
     for new in staged.values():
         commit.puts.append(Put(new, "set", principal, dict(metadata)))
         commit.compares.append(Compare(new.session_id, new.name, new.id, new.version - 1))
@@ -187,12 +202,14 @@ def stage_delete(view: View, sess: SessionState, ident: str, principal: str,
 
 
 def _stage_update(view: View, limits: Limits, sess: SessionState, ident: str, raw: Any,
-                  by_id: dict[str, str], ts: float,
+                  by_id: dict[str, str], ts: float, principal: str,
+                  doc_compares: list[DocCompare],
                   replaced: set[str] | None = None) -> StoredVariable:
-    """The new state for one batch entry (``raw`` may be a decode error to raise)."""
+    """The new state for one batch entry (``raw`` may be a decode error to raise); a
+    variable of another session needs ``write`` (its rules compare joins ``doc_compares``)."""
     if isinstance(raw, DspexError):
         raise raw
-    var = resolve(view, sess, ident)
+    var = resolve(view, sess, ident, "write", principal, ts, doc_compares)
     check_unlocked(view, var)
     if replaced and var.name in replaced:  # e.g. the old id of a variable being replaced
         raise InvalidArgument(

@@ -184,8 +184,7 @@ def test_help_for_one_command(ext, capsys):
     assert capsys.readouterr().out == (
         "%var help: no command 'extra'; the commands are: list, info, register, del, watch, "
         "unwatch, stats, cache, optimize, status, stop, history, rollback, export, import, restore, "
-        "help (`%var help` "
-        "shows them all)\n")
+        "permissions, dspy, help, widget (`%var help` shows them all)\n")
     var(ext, "help register")
     out = capsys.readouterr().out
     assert out.startswith("%var register NAME TYPE VALUE") and "--replace" in out
@@ -196,6 +195,9 @@ def test_help_for_one_command(ext, capsys):
     assert capsys.readouterr().out.startswith("%var export [--format")
     var(ext, "help history")
     assert capsys.readouterr().out.startswith("%var history NAME")
+    var(ext, "help permissions")
+    out = capsys.readouterr().out
+    assert out.startswith("%var permissions NAME [--set RULES]") and "session_pattern" in out
 
 
 def test_completion_offers_subcommands_and_names_not_keywords(typed):
@@ -219,7 +221,7 @@ def test_completion_offers_subcommands_and_names_not_keywords(typed):
 # 11. features not built yet
 
 
-@pytest.mark.parametrize("line", ["deps x", "depend x", "permissions x", "access x"])
+@pytest.mark.parametrize("line", ["deps x", "depend x"])
 def test_planned_magics_say_so(ext, line):
     error, out = shown(ext, f"%var {line}")
     assert isinstance(error, DspexMagicError)

@@ -29,7 +29,8 @@ def wait(ip, name: str):
 def test_optimize_status_and_stop(ext, capsys):
     var(ext, "register n integer 1 --min 0 --max 8")
     ext.user_ns["closeness"] = lambda n: -abs(n - 6)
-    run_id = var(ext, 'optimize n --objective closeness --optimizer grid --config "{n_points: 9}"')
+    run_id = var(ext, 'optimize n --objective closeness --optimizer grid --config "{n_points: 9}"'
+                 ' --no-panel')
     assert run_id.startswith("opt-") and "started" in capsys.readouterr().out
     assert wait(ext, "n") == "grid_exhausted"
     status = var(ext, "status n")

@@ -4,12 +4,14 @@
 * ``variables.py``: sessions and variables (unary RPCs);
 * ``watch.py``: ``Watch``, ``WatchVariables`` (v0.4.x) and ``GetVariableStats``;
 * ``optimization.py``: server-held optimization runs (start/stop, ask/tell, status, trials);
-* ``io.py``: export/import documents and revisions (read at a revision, restore).
+* ``io.py``: export/import documents and revisions (read at a revision, restore);
+* ``access.py``: access rules of variables (set, get, check).
 """
 
 from __future__ import annotations
 
 from ..._proto import snakepit_bridge_pb2_grpc as pb_grpc
+from .access import AccessHandlers
 from .base import MalformedRequest, lenient_deserializer, unsupported
 from .io import IOHandlers
 from .optimization import OptimizationHandlers
@@ -19,7 +21,8 @@ from .watch import WatchHandlers
 __all__ = ["BridgeServicer", "MalformedRequest", "lenient_deserializer"]
 
 
-class BridgeServicer(VariableHandlers, WatchHandlers, OptimizationHandlers, IOHandlers,
+class BridgeServicer(VariableHandlers, WatchHandlers, OptimizationHandlers, AccessHandlers,
+                     IOHandlers,
                      pb_grpc.BridgeServiceServicer):
     """``snakepit.bridge.BridgeService`` backed by a :class:`~...server.store.Store`."""
 

@@ -17,7 +17,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..._errors import Compacted, InvalidArgument, ResourceLimitExceeded
+from ... import _budget
+from ..._errors import AccessDenied, Compacted, InvalidArgument, ResourceLimitExceeded
 from ..._proto import snakepit_bridge_pb2 as pb
 from ...server.events import EventBatch, Progress
 from ..encode import batch_response, control_response, initial_response, variable_message
@@ -64,14 +65,14 @@ class WatchHandlers(ServicerBase):
             yield control_response(store_id, head, created=True,
                                    compact_revision=store.compact_revision)
             if request.include_initial:
-                variables = store.snapshot(request.session_id, sub.names)
+                variables = store.snapshot(sub.session_id, sub.names)
                 for i in range(0, len(variables), SNAPSHOT_CHUNK):
                     yield initial_response(store_id, head, variables[i: i + SNAPSHOT_CHUNK], raw)
             elif start:
                 after = start - 1
                 while after < head:
                     try:
-                        batches, after = store.changes(request.session_id, after, head, CATCH_UP_ROWS)
+                        batches, after = store.changes(sub.session_id, after, head, CATCH_UP_ROWS)
                     except Compacted as exc:
                         yield control_response(store_id, store.revision, canceled=True,
                                                cancel_reason="compacted",
@@ -95,6 +96,8 @@ class WatchHandlers(ServicerBase):
         while True:
             item = await sub.get()
             if item is None:
+                if sub.denied is not None:  # a revoked 'observe' (server/access.py)
+                    raise AccessDenied(sub.denied)
                 if sub.overflowed:
                     yield control_response(
                         store_id, self.store.revision, canceled=True,
@@ -105,6 +108,11 @@ class WatchHandlers(ServicerBase):
             if isinstance(item, Progress):
                 message = control_response(store_id, item.revision, progress=True)
             else:
+                if sub.guard is not None:  # another session's variable: still allowed?
+                    _budget.begin_request()  # each delivery's check is its own unit of work
+                    reason = sub.guard()
+                    if reason is not None:
+                        raise AccessDenied(reason)
                 batch, selected = item
                 message = batch_response(store_id, batch, selected, raw)
             sub.busy = True
@@ -127,9 +135,15 @@ class WatchHandlers(ServicerBase):
             while True:
                 item = await sub.get()
                 if item is None:
+                    if sub.denied is not None:
+                        raise AccessDenied(sub.denied)
                     return
                 if isinstance(item, Progress):
                     continue
+                if sub.guard is not None:
+                    _budget.begin_request()
+                    if (reason := sub.guard()) is not None:
+                        raise AccessDenied(reason)
                 batch, selected = item
                 for update in _v04_updates(batch, selected, raw):
                     yield update

@@ -7,6 +7,8 @@ from .base import (
     Compare,
     CompareFailed,
     Delete,
+    DocCompare,
+    DocRow,
     HistoryRow,
     Put,
     SessionRow,
@@ -17,7 +19,8 @@ from .memory import MemoryBackend
 from .sqlite import SQLiteBackend, StoreLocked
 
 __all__ = [
-    "Backend", "Commit", "Compacted", "Compare", "CompareFailed", "Delete", "HistoryRow",
+    "Backend", "Commit", "Compacted", "Compare", "CompareFailed", "Delete", "DocCompare",
+    "DocRow", "HistoryRow",
     "MemoryBackend", "Put", "SQLiteBackend", "SessionRow", "Snapshot", "StoreLocked",
     "StoredVariable",
 ]

@@ -12,6 +12,8 @@ apply to the in-memory view → publish one event batch. The backend's part:
   the same transaction, raising :class:`CompareFailed` and writing nothing when one fails;
 * writes the variable rows and one :class:`HistoryRow` per change (the change log that watch
   resume and history reads come from), all or nothing;
+* keeps small JSON documents beside them (:class:`DocRow`, checked by :class:`DocCompare`):
+  what each concept module (dependencies, access rules, ...) stores without a schema change;
 * answers reads of the change log from a revision (:meth:`changes`), of the state at a revision
   (:meth:`read_at`), and keeps a compaction watermark (:meth:`compact`,
   :attr:`compact_revision`): below it the log is gone and readers get :class:`Compacted`.
@@ -109,6 +111,34 @@ class TrialRow:
 
 
 @dataclass(slots=True)
+class DocRow:
+    """A small JSON document kept beside the variables, keyed by ``(kind, key)``: a session's
+    dependency graph, a variable's access rules, ... (each concept's module owns its kind).
+
+    In a :class:`Commit`, ``doc=None`` deletes the document. ``session_id`` ties it to a
+    session: it goes when the session goes. ``mod_revision`` is the revision that last wrote it
+    (stamped by the backend), which a :class:`DocCompare` checks.
+    """
+
+    kind: str
+    key: str
+    session_id: str
+    doc: dict[str, Any] | None
+    mod_revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DocCompare:
+    """A condition the commit needs: document ``(kind, key)`` was last written at
+    ``mod_revision`` (0: it does not exist). Serializes read-modify-write of a document, e.g.
+    two concurrent dependency edits that would together form a cycle."""
+
+    kind: str
+    key: str
+    mod_revision: int
+
+
+@dataclass(slots=True)
 class Put:
     """Write ``var`` (a new variable when ``var.id`` is empty: the backend allocates the id)."""
 
@@ -151,6 +181,8 @@ class Commit:
     session_deletes: list[str] = field(default_factory=list)
     runs: list[RunRow] = field(default_factory=list)  # upserts
     trials: list[TrialRow] = field(default_factory=list)  # upserts by (run_id, iteration)
+    docs: list[DocRow] = field(default_factory=list)  # upserts (doc=None: delete)
+    doc_compares: list[DocCompare] = field(default_factory=list)
     ts: float = 0.0
 
     def stamp(self, revision: int) -> None:
@@ -161,6 +193,8 @@ class Commit:
             if not var.id:
                 var.id = make_id(var.name, revision)
                 var.create_revision = revision
+        for doc in self.docs:
+            doc.mod_revision = revision
 
     def history(self, revision: int) -> list[HistoryRow]:
         """The change-log rows of this commit (after :meth:`stamp`)."""
@@ -188,6 +222,13 @@ class Snapshot:
     variables: list[StoredVariable]
     runs: list[RunRow] = field(default_factory=list)
     trials: list[TrialRow] = field(default_factory=list)  # in (run, iteration) order
+    docs: list[DocRow] = field(default_factory=list)
+
+
+def doc_compare_failed(c: DocCompare, found: int) -> CompareFailed:
+    """The error for a :class:`DocCompare` that did not hold."""
+    return CompareFailed(f"{c.kind} {c.key!r} changed concurrently (expected revision "
+                         f"{c.mod_revision}, found {found}); read it again and retry")
 
 
 class CompareFailed(VersionConflict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-import copy
+import json
 import uuid
 from dataclasses import replace
 
@@ -11,6 +11,7 @@ from .base import (
     Backend,
     Commit,
     CompareFailed,
+    DocRow,
     HistoryRow,
     RunRow,
     SessionRow,
@@ -18,7 +19,14 @@ from .base import (
     StoredVariable,
     TrialRow,
     compacted_error,
+    doc_compare_failed,
 )
+
+
+def _copy(doc: dict) -> dict:
+    """A private copy of a JSON document, as SQLite would store and return it (also faster
+    than ``copy.deepcopy`` for plain data)."""
+    return json.loads(json.dumps(doc))
 
 
 class MemoryBackend(Backend):
@@ -38,15 +46,17 @@ class MemoryBackend(Backend):
         self._by_var: dict[str, list[HistoryRow]] = {}  # var id -> its rows, oldest first
         self._runs: dict[str, RunRow] = {}
         self._trials: dict[tuple[str, int], TrialRow] = {}
+        self._docs: dict[tuple[str, str], DocRow] = {}
 
     def load(self) -> Snapshot:
         return Snapshot(
             self.store_id, self._revision, self._compact,
             [replace(s) for s in self._sessions.values()],
             [replace(v, value=None, constraints={}) for v in self._variables.values()],
-            [RunRow(r.id, r.session_id, r.var_id, copy.deepcopy(r.doc)) for r in self._runs.values()],
-            [TrialRow(t.run_id, t.iteration, copy.deepcopy(t.doc))
-             for _, t in sorted(self._trials.items())],
+            [RunRow(r.id, r.session_id, r.var_id, _copy(r.doc)) for r in self._runs.values()],
+            [TrialRow(t.run_id, t.iteration, _copy(t.doc)) for _, t in sorted(self._trials.items())],
+            [DocRow(d.kind, d.key, d.session_id, _copy(d.doc or {}), d.mod_revision)
+             for d in self._docs.values()],
         )
 
     def _check(self, commit: Commit) -> None:
@@ -59,6 +69,11 @@ class MemoryBackend(Backend):
                     )
             elif (c.session_id, c.name) in self._names:
                 raise CompareFailed(f"variable {c.name!r} was registered concurrently")
+        for dc in commit.doc_compares:
+            row = self._docs.get((dc.kind, dc.key))
+            found = row.mod_revision if row is not None else 0
+            if found != dc.mod_revision:
+                raise doc_compare_failed(dc, found)
 
     def commit(self, commit: Commit) -> int:
         self._check(commit)
@@ -78,14 +93,22 @@ class MemoryBackend(Backend):
             self._variables[p.var.id] = p.var
             self._names[(p.var.session_id, p.var.name)] = p.var.id
         for run in commit.runs:
-            self._runs[run.id] = RunRow(run.id, run.session_id, run.var_id, copy.deepcopy(run.doc))
+            self._runs[run.id] = RunRow(run.id, run.session_id, run.var_id, _copy(run.doc))
         for t in commit.trials:
-            self._trials[(t.run_id, t.iteration)] = TrialRow(t.run_id, t.iteration, copy.deepcopy(t.doc))
-        for sid in commit.session_deletes:  # runs and trials go with their session
+            self._trials[(t.run_id, t.iteration)] = TrialRow(t.run_id, t.iteration, _copy(t.doc))
+        for doc in commit.docs:
+            if doc.doc is None:
+                self._docs.pop((doc.kind, doc.key), None)
+            else:
+                self._docs[(doc.kind, doc.key)] = DocRow(doc.kind, doc.key, doc.session_id,
+                                                         _copy(doc.doc), doc.mod_revision)
+        for sid in commit.session_deletes:  # runs, trials and documents go with their session
             for rid in [k for k, r in self._runs.items() if r.session_id == sid]:
                 del self._runs[rid]
                 for key in [k for k in self._trials if k[0] == rid]:
                     del self._trials[key]
+            for dkey in [k for k, d in self._docs.items() if d.session_id == sid]:
+                del self._docs[dkey]
         for row in commit.history(revision):
             self._log.append(row)
             self._log_revs.append(revision)

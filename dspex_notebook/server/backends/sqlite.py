@@ -23,6 +23,7 @@ from .base import (
     Backend,
     Commit,
     CompareFailed,
+    DocRow,
     HistoryRow,
     RunRow,
     SessionRow,
@@ -30,9 +31,10 @@ from .base import (
     StoredVariable,
     TrialRow,
     compacted_error,
+    doc_compare_failed,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,6 +61,10 @@ CREATE TABLE IF NOT EXISTS optimizations (
 CREATE TABLE IF NOT EXISTS trials (
     run_id TEXT NOT NULL, iteration INTEGER NOT NULL, doc_json TEXT NOT NULL,
     PRIMARY KEY (run_id, iteration));
+CREATE TABLE IF NOT EXISTS docs (
+    kind TEXT NOT NULL, key TEXT NOT NULL, session_id TEXT NOT NULL, doc_json TEXT NOT NULL,
+    mod_revision INTEGER NOT NULL, PRIMARY KEY (kind, key));
+CREATE INDEX IF NOT EXISTS docs_session ON docs (session_id);
 """
 
 # Schema 1 -> 2: the change log also records name, type and constraints (watch resume and
@@ -159,7 +165,9 @@ class SQLiteBackend(Backend):
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        db.executescript(_SCHEMA)
+        db.executescript(_SCHEMA)  # schema 2 -> 3 only adds the docs table (created here)
+        if version == 2:
+            db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         row = db.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()
         if row is None:
             db.execute("BEGIN IMMEDIATE")
@@ -197,8 +205,11 @@ class SQLiteBackend(Backend):
             "SELECT id, session_id, var_id, doc_json FROM optimizations")]
         trials = [TrialRow(r[0], r[1], json.loads(r[2])) for r in self._db.execute(
             "SELECT run_id, iteration, doc_json FROM trials ORDER BY run_id, iteration")]
+        docs = [DocRow(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in self._db.execute(
+            "SELECT kind, key, session_id, doc_json, mod_revision FROM docs")]
         return Snapshot(meta["store_id"], int(meta["revision"]),
-                        int(meta.get("compact_revision", "0")), sessions, variables, runs, trials)
+                        int(meta.get("compact_revision", "0")), sessions, variables, runs, trials,
+                        docs)
 
     def _check(self, commit: Commit) -> None:
         db = self._db
@@ -212,6 +223,12 @@ class SQLiteBackend(Backend):
             elif db.execute("SELECT 1 FROM variables WHERE session_id=? AND name=?",
                             (c.session_id, c.name)).fetchone():
                 raise CompareFailed(f"variable {c.name!r} was registered concurrently")
+        for dc in commit.doc_compares:
+            row = db.execute("SELECT mod_revision FROM docs WHERE kind=? AND key=?",
+                             (dc.kind, dc.key)).fetchone()
+            found = row[0] if row else 0
+            if found != dc.mod_revision:
+                raise doc_compare_failed(dc, found)
 
     def commit(self, commit: Commit) -> int:
         db = self._db
@@ -226,10 +243,16 @@ class SQLiteBackend(Backend):
                 db.execute("DELETE FROM trials WHERE run_id IN"
                            " (SELECT id FROM optimizations WHERE session_id=?)", (sid,))
                 db.execute("DELETE FROM optimizations WHERE session_id=?", (sid,))
+                db.execute("DELETE FROM docs WHERE session_id=?", (sid,))
             db.executemany("INSERT OR REPLACE INTO optimizations VALUES (?, ?, ?, ?)",
                            [(r.id, r.session_id, r.var_id, json.dumps(r.doc)) for r in commit.runs])
             db.executemany("INSERT OR REPLACE INTO trials VALUES (?, ?, ?)",
                            [(t.run_id, t.iteration, json.dumps(t.doc)) for t in commit.trials])
+            db.executemany("DELETE FROM docs WHERE kind=? AND key=?",
+                           [(d.kind, d.key) for d in commit.docs if d.doc is None])
+            db.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?)",
+                           [(d.kind, d.key, d.session_id, json.dumps(d.doc), d.mod_revision)
+                            for d in commit.docs if d.doc is not None])
             db.executemany(
                 "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)",
                 [(s.session_id, s.principal, json.dumps(s.metadata), s.created_at, s.last_access)

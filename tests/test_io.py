@@ -10,7 +10,6 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import require
 
 import dspex_notebook as dn
 from dspex_notebook.testing import running_server, session_for
@@ -69,9 +68,9 @@ def described(doc: bytes) -> list[dict]:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-async def test_round_trip_is_lossless_for_every_type(server, fmt):
+async def test_round_trip_is_lossless_for_every_type(server, fmt, requires):
     if fmt == "parquet":
-        require(has_pyarrow(), "pyarrow (the parquet extra)")
+        requires(has_pyarrow(), "pyarrow (the parquet extra)")
     async with session_for(server, "src") as src, session_for(server, "dst") as dst:
         await fill(src)
         for history in (False, True):

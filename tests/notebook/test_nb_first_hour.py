@@ -211,7 +211,8 @@ def test_completion_offers_subcommands_and_names_not_keywords(typed):
             everything = offered("%var ")
             assert {"list", "info", "register", "help", "mode", "prompt", "x", "lst"} <= set(everything)
             assert not {"in", "is", "and", "if", "not", "or"} & set(everything)
-            assert offered("%var i") == ["info"]
+            assert offered("%var i") == ["import", "info"]
+            assert offered("%var in") == ["info"]
             assert offered("%var info m") == ["mode"]
     finally:
         completer.use_jedi = False

@@ -237,3 +237,51 @@ class ChangeSummary(dict[str, Any]):
                                         for c in row) + "</tr>" for row in self.rows())
         return (f"<table class='dspex-summary'><caption><b>{escape(self.headline())}</b>"
                 f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+class DependencyTable:
+    """``get_dependencies`` / ``get_dependents`` as a table (``%var deps``, CLI ``deps``)."""
+
+    columns = ("name", "type", "depth", "via", "metadata")
+
+    def __init__(self, name: str, entries: list[dict[str, Any]], dependents: bool = False,
+                 transitive: bool = False) -> None:
+        self.name = name
+        self.entries = list(entries)
+        self.dependents = dependents
+        self.transitive = transitive
+
+    @property
+    def title(self) -> str:
+        scope = " (transitively)" if self.transitive else ""
+        if self.dependents:
+            return f"what depends on {self.name}{scope}"
+        return f"what {self.name} depends on{scope}"
+
+    def rows(self) -> list[tuple[str, ...]]:
+        return [(str(e["name"]), str(e["type"]), str(e["depth"]), str(e["via"]),
+                 _clip(", ".join(f"{k}={v!r}" for k, v in sorted(e["metadata"].items())), 40))
+                for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        if not self.entries:
+            return f"{self.title}: nothing"
+        rows = [self.columns, *self.rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.columns))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return f"{self.title}:\n" + "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        caption = f"<caption><b>{escape(self.title)}</b></caption>"
+        if not self.entries:
+            return (f"<table class='dspex-deps'>{caption}"
+                    "<tbody><tr><td><em>nothing</em></td></tr></tbody></table>")
+        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td style='text-align:left'><code>{escape(c)}</code></td>"
+                                        for c in row) + "</tr>" for row in self.rows())
+        return (f"<table class='dspex-deps'>{caption}<thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>")

@@ -16,20 +16,12 @@ from ._errors import Unsupported
 
 #: SessionContext methods of variables-api-spec.md not built yet -> the feature they belong to
 METHODS = {
-    "add_dependency": "dependencies",
-    "remove_dependency": "dependencies",
-    "get_dependencies": "dependencies",
-    "get_dependents": "dependencies",
     "create_variable_aware_optimizer": "the DSPy bridge",
     "sync_dspy_parameters": "the DSPy bridge",
 }
 
 #: ``%var WORD`` / ``dspex-notebook WORD`` commands not built yet -> feature
-COMMANDS = {
-    "deps": "dependencies",
-    "depend": "dependencies",
-    "dependencies": "dependencies",
-}
+COMMANDS: dict[str, str] = {}  # every command of the spec exists now
 
 
 def not_yet(feature: str) -> Unsupported:

@@ -27,6 +27,7 @@ from ._cache import MISS, VariableCache
 from ._catalog import Catalog
 from ._connect import Locator, require_session
 from ._constraints import canonical_type, validate
+from ._dependencies import DependencyMethods
 from ._errors import (
     ConstraintViolation,
     DspexError,
@@ -46,7 +47,7 @@ __all__ = ["SessionContext", "infer_type"]
 _NONFINITE_TYPES = ("float", "embedding", "tensor")
 
 
-class SessionContext(PermissionsMixin):
+class SessionContext(DependencyMethods, PermissionsMixin):
     """A session on a dspex/snakepit bridge server, with typed, cached, watchable variables.
 
     Parameters:
@@ -399,6 +400,7 @@ class SessionContext(PermissionsMixin):
     async def register_variable(
         self, name: str, type: str, initial_value: Any,
         constraints: Mapping[str, Any] | None = None, metadata: Mapping[str, str] | None = None,
+        dependencies: Iterable[str] | None = None,
         *, replace: bool = False,
     ) -> str:
         """Create a variable and return its id.
@@ -409,6 +411,9 @@ class SessionContext(PermissionsMixin):
             initial_value: checked against the type and ``constraints``.
             constraints: per-type rules, e.g. ``{"min": 0.0, "max": 2.0}`` (see docs/types.md).
             metadata: free-form string pairs stored with the variable.
+            dependencies: ids or names of variables this one depends on (edges of type
+                ``data``, in the same commit as the registration; with ``replace``, they
+                replace the variable's own). See :meth:`add_dependency`.
             replace: replace an existing variable of that name instead of failing.
 
         Raises:
@@ -417,8 +422,12 @@ class SessionContext(PermissionsMixin):
             InvalidArgument (ValueError): unknown type or constraint, bad name.
             VariableExistsError (ValueError): the name is taken and ``replace`` is false.
         """
+        if isinstance(dependencies, str):
+            raise InvalidArgument("dependencies must be a list of variable ids or names, "
+                                  f"got the string {dependencies!r}")
         spec = VariableSpec.checked(name, type, initial_value, constraints, metadata, replace)
-        var = await self._bridge.register_variable(self.session_id, spec)
+        var = await self._bridge.register_variable(self.session_id, spec,
+                                                   list(dependencies or ()))
         if isinstance(var, str):  # an old server returns only the id
             self._catalog.forget(name)
             self._cache.invalidate(name)
@@ -562,15 +571,19 @@ class SessionContext(PermissionsMixin):
             for ident in updates
         }
 
-    async def delete_variable(self, name: str) -> None:
+    async def delete_variable(self, name: str, force: bool = False) -> None:
         """Delete a variable (its history is kept on the server).
+
+        Refused while other variables depend on it, unless ``force``, which removes those
+        dependencies in the same commit (its own dependencies always go with it).
 
         Raises:
             VariableNotFoundError: no such variable.
+            InvalidArgument (a ValueError): others depend on it (named) and not ``force``.
         """
         key = self._catalog.key(name)
         try:
-            rev = await self._bridge.delete_variable(self.session_id, name)
+            rev = await self._bridge.delete_variable(self.session_id, name, force)
             self.last_revision = max(self.last_revision, rev)
             self._cache.note_revision(key, rev)
         finally:
@@ -702,7 +715,7 @@ class SessionContext(PermissionsMixin):
 
     def watch_variable(self, name: str, include_initial: bool = True,
                        filter_fn: Callable[[Any, Any], bool] | None = None, throttle_ms: int = 0,
-                       *, debounce_ms: int = 0) -> Watch:
+                       *, debounce_ms: int = 0, include_upstream: bool = False) -> Watch:
         """Watch one variable: a :class:`Watch` yielding :class:`VariableUpdate` objects.
 
         Parameters:
@@ -713,6 +726,8 @@ class SessionContext(PermissionsMixin):
             throttle_ms: at most one update per this many ms (coalesced to the latest value,
                 the final value always arrives).
             debounce_ms: deliver only after this many ms without a change.
+            include_upstream: also the changes of the variables it depends on (transitively),
+                marked with ``update.upstream_of`` (``update.name`` is the one that changed).
 
         Use ``async for update in session.watch_variable("x")`` (``async with`` or
         :meth:`Watch.aclose` to stop) or ``asyncio.create_task(session.watch_variable("x"))``
@@ -720,17 +735,20 @@ class SessionContext(PermissionsMixin):
         """
         return Watch(self._hub_for([name], include_initial), [name],
                      include_initial=include_initial, filter_fn=filter_fn,
-                     throttle_ms=throttle_ms, debounce_ms=debounce_ms)
+                     throttle_ms=throttle_ms, debounce_ms=debounce_ms,
+                     include_upstream=include_upstream)
 
     def watch_variables(self, names: Iterable[str], include_initial: bool = True,
                         filter_fn: Callable[[str, Any, Any], bool] | None = None,
-                        throttle_ms: int = 0, debounce_ms: int = 0) -> Watch:
+                        throttle_ms: int = 0, debounce_ms: int = 0, *,
+                        include_upstream: bool = False) -> Watch:
         """Watch several variables; as :meth:`watch_variable` but ``filter_fn(name, old,
         new)``, and throttle/debounce apply per variable."""
         names = list(names)
         return Watch(self._hub_for(names, include_initial), names,
                      include_initial=include_initial, filter_fn=filter_fn,
-                     filter_with_name=True, throttle_ms=throttle_ms, debounce_ms=debounce_ms)
+                     filter_with_name=True, throttle_ms=throttle_ms, debounce_ms=debounce_ms,
+                     include_upstream=include_upstream)
 
     def _hub_for(self, names: list[str], include_initial: bool) -> Any:
         """The session's watch hub, or for ids not known as this session's (another

@@ -108,6 +108,11 @@ class VariableUpdate:
     * ``"resync"``: the watch lost its place (history compacted, the server's store changed or
       it fell behind) and relisted: ``value`` is the current value, changes in between may be
       missing.
+
+    ``upstream_of`` is set on an update that a watch with ``include_upstream=True`` delivers
+    because a variable its watched ones depend on changed: ``name`` is that upstream variable,
+    ``upstream_of`` the watched variables that depend on it (directly or not); see
+    :attr:`is_upstream`.
     """
 
     variable_id: str
@@ -122,6 +127,12 @@ class VariableUpdate:
     timestamp: _dt.datetime | None = None
     source: str = ""
     constraints: dict[str, Any] | None = None
+    upstream_of: tuple[str, ...] = ()
+
+    @property
+    def is_upstream(self) -> bool:
+        """True for an upstream change (see ``upstream_of``)."""
+        return bool(self.upstream_of)
 
 
 @dataclass(frozen=True, slots=True)

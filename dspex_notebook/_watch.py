@@ -164,7 +164,7 @@ class WatchHub:
                 start = self.revision + 1 if self.revision else 0
                 async for msg in session._bridge.watch(
                         session.session_id, start_revision=start, store_id=self.store_id,
-                        progress_interval_ms=self._progress_ms):
+                        progress_interval_ms=self._progress_ms, include_upstream=True):
                     if self._handle(msg):
                         delay = self._backoff[0]
                         first = False
@@ -268,12 +268,17 @@ class Watch:
 
     ``filter_fn`` sees writes only (kind ``set``); ``initial``, ``register``, ``delete`` and
     ``resync`` updates always pass.
+
+    ``include_upstream``: also deliver the changes of the variables the watched ones depend on
+    (transitively, as the server's dependency graph stands when the change is sent), marked
+    with :attr:`VariableUpdate.upstream_of`; they come after the watch started (no snapshot)
+    and are not filtered by ``filter_fn``.
     """
 
     def __init__(self, hub: WatchHub, names: Iterable[str], *, include_initial: bool = True,
                  filter_fn: Callable[..., bool] | None = None, filter_with_name: bool = False,
                  throttle_ms: int = 0, debounce_ms: int = 0, clock: Clock | None = None,
-                 max_queue: int = 10_000) -> None:
+                 max_queue: int = 10_000, include_upstream: bool = False) -> None:
         self._hub = hub
         self.names = list(dict.fromkeys(names))
         if not self.names:
@@ -281,6 +286,7 @@ class Watch:
         if throttle_ms < 0 or debounce_ms < 0:
             raise ValueError("throttle_ms and debounce_ms must be >= 0")
         self._keys = set(self.names)
+        self._upstream = include_upstream
         self._filter = filter_fn
         self._filter_with_name = filter_with_name
         self._throttle = throttle_ms / 1000
@@ -325,7 +331,17 @@ class Watch:
     # hub side
 
     def _push(self, update: VariableUpdate) -> None:
-        if self._closed or (update.name not in self._keys and update.variable_id not in self._keys):
+        if self._closed:
+            return
+        if update.name in self._keys or update.variable_id in self._keys:
+            if update.upstream_of:  # the hub's annotation; this is the variable itself
+                update = replace(update, upstream_of=())
+        elif self._upstream and update.upstream_of:
+            of = tuple(n for n in update.upstream_of if n in self._keys)
+            if not of:
+                return
+            update = replace(update, upstream_of=of)
+        else:
             return
         if len(self._queue) >= self._max_queue:  # the consumer stopped reading: relist later
             self._queue.clear()
@@ -390,6 +406,7 @@ class Watch:
         if self._snapshot_kind != kind:  # asked again meanwhile: take the newer one
             return
         self._snapshot_kind = None
+        self._floor_all = max(self._floor_all, revision)  # upstream changes: after the snapshot
         seen: set[str] = set()
         names = {var.name for var in found.values()}
         # A variable this watch had delivered but the relist no longer finds was deleted
@@ -422,7 +439,7 @@ class Watch:
         # Only writes are filtered. A registration is no change of a value: it may have no old
         # value or one of another type, and a filter such as the spec's
         # ``abs(new - old) > 0.05`` must not break the watch on a re-register.
-        if self._filter is None or update.kind != "set":
+        if self._filter is None or update.kind != "set" or update.upstream_of:
             return True
         try:
             if self._filter_with_name:

@@ -14,6 +14,9 @@
     dspex-notebook import FILE [--strategy replace|keep|merge] [--dry-run] [--allow-pickle]
     dspex-notebook restore REV [--dry-run]                 (see dspex_notebook/_cli_transfer.py)
     dspex-notebook plot NAME --out FILE.png [--kind trials|values]   (a static figure)
+    dspex-notebook deps NAME [--transitive] [--dependents] [--json]
+                   | deps NAME --add OTHER [--type T] [--metadata JSON] | deps NAME --remove OTHER
+    dspex-notebook delete NAME [NAME ...] [--force]
     dspex-notebook permissions NAME [--set RULES] [--check PERMISSION [--as SESSION]] [--json]
     dspex-notebook dspy [--json] [--session S] ...         (variables bound to DSPy programs)
     dspex-notebook enable|disable [--sys-prefix]           (load the extension in every kernel)
@@ -500,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--limit", type=int, default=1000, help="trials or versions (default 1000)")
     client_options(plot)
     plot.set_defaults(func=_plot)
+
+    from ._cli_dependencies import add_commands
+
+    add_commands(sub, client_options)
 
     perm = sub.add_parser("permissions", help="show, set or check a variable's access rules")
     perm.add_argument("name", metavar="NAME", help="a name of the session, or another's id")

@@ -348,8 +348,7 @@ def test_vars_into_a_closed_pipe_exits_quietly():
 
 
 async def test_planned_features_say_so_in_one_line(session, capsys):
-    for call in (lambda: session.get_dependencies("a"),
-                 lambda: session.add_dependency("a", "b"),
+    for call in (lambda: session.create_variable_aware_optimizer("mipro"),
                  lambda: session.sync_dspy_parameters(object())):
         with pytest.raises(dn.Unsupported, match=r"^\w+\(\) \(.+\) is not available yet in "
                                                  r"dspex_notebook \d"):

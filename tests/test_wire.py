@@ -330,11 +330,13 @@ async def test_session_rpcs(old):
     info = await old.call("GetSession", pb.GetSessionRequest(session_id=old.sid))
     assert info.session_id == old.sid and info.created_at.seconds > 1_600_000_000
     for rpc, request in (("GetExposedElixirTools", pb.GetExposedElixirToolsRequest()),
-                         ("AddDependency", pb.AddDependencyRequest()),
                          ("ExecuteTool", pb.ExecuteToolRequest())):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await old.call(rpc, request)
         assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # served now (tests/test_dependencies.py)
+        await old.call("AddDependency", pb.AddDependencyRequest())
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     # v0.4.x WatchVariables: initial values, then one VariableUpdate per change
     await old.register("watched", "integer", any_json("integer", "1"))
     stream = old.stub.WatchVariables(

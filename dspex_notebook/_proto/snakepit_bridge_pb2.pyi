@@ -452,7 +452,7 @@ class OptimizationStatus(_message.Message):
     def __init__(self, optimizing: _Optional[bool] = ..., optimizer_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RegisterVariableRequest(_message.Message):
-    __slots__ = ("session_id", "name", "type", "initial_value", "constraints_json", "metadata", "initial_binary_value", "replace")
+    __slots__ = ("session_id", "name", "type", "initial_value", "constraints_json", "metadata", "initial_binary_value", "replace", "dependencies")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -468,6 +468,7 @@ class RegisterVariableRequest(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     INITIAL_BINARY_VALUE_FIELD_NUMBER: _ClassVar[int]
     REPLACE_FIELD_NUMBER: _ClassVar[int]
+    DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     name: str
     type: str
@@ -476,7 +477,8 @@ class RegisterVariableRequest(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     initial_binary_value: bytes
     replace: bool
-    def __init__(self, session_id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., initial_value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., constraints_json: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., initial_binary_value: _Optional[bytes] = ..., replace: _Optional[bool] = ...) -> None: ...
+    dependencies: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., initial_value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., constraints_json: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., initial_binary_value: _Optional[bytes] = ..., replace: _Optional[bool] = ..., dependencies: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterVariableResponse(_message.Message):
     __slots__ = ("success", "variable_id", "error_message", "revision", "variable")
@@ -714,12 +716,14 @@ class ListVariablesResponse(_message.Message):
     def __init__(self, variables: _Optional[_Iterable[_Union[Variable, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class DeleteVariableRequest(_message.Message):
-    __slots__ = ("session_id", "variable_identifier")
+    __slots__ = ("session_id", "variable_identifier", "force")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VARIABLE_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     variable_identifier: str
-    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class DeleteVariableResponse(_message.Message):
     __slots__ = ("success", "error_message", "revision")
@@ -765,23 +769,25 @@ class VariableUpdate(_message.Message):
     def __init__(self, variable_id: _Optional[str] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ..., update_source: _Optional[str] = ..., update_metadata: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_type: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("session_id", "variable_identifiers", "include_initial", "start_revision", "store_id", "progress_interval_ms")
+    __slots__ = ("session_id", "variable_identifiers", "include_initial", "start_revision", "store_id", "progress_interval_ms", "include_upstream")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VARIABLE_IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_INITIAL_FIELD_NUMBER: _ClassVar[int]
     START_REVISION_FIELD_NUMBER: _ClassVar[int]
     STORE_ID_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_UPSTREAM_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     variable_identifiers: _containers.RepeatedScalarFieldContainer[str]
     include_initial: bool
     start_revision: int
     store_id: str
     progress_interval_ms: int
-    def __init__(self, session_id: _Optional[str] = ..., variable_identifiers: _Optional[_Iterable[str]] = ..., include_initial: _Optional[bool] = ..., start_revision: _Optional[int] = ..., store_id: _Optional[str] = ..., progress_interval_ms: _Optional[int] = ...) -> None: ...
+    include_upstream: bool
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifiers: _Optional[_Iterable[str]] = ..., include_initial: _Optional[bool] = ..., start_revision: _Optional[int] = ..., store_id: _Optional[str] = ..., progress_interval_ms: _Optional[int] = ..., include_upstream: _Optional[bool] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("variable_id", "name", "kind", "type", "value", "binary_value", "old_value", "old_binary_value", "version", "revision", "source", "metadata", "timestamp", "constraints_json", "principal", "session_id", "has_old_value")
+    __slots__ = ("variable_id", "name", "kind", "type", "value", "binary_value", "old_value", "old_binary_value", "version", "revision", "source", "metadata", "timestamp", "constraints_json", "principal", "session_id", "has_old_value", "dependents")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -806,6 +812,7 @@ class WatchEvent(_message.Message):
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     HAS_OLD_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DEPENDENTS_FIELD_NUMBER: _ClassVar[int]
     variable_id: str
     name: str
     kind: str
@@ -823,7 +830,8 @@ class WatchEvent(_message.Message):
     principal: str
     session_id: str
     has_old_value: bool
-    def __init__(self, variable_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., type: _Optional[str] = ..., value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., binary_value: _Optional[bytes] = ..., old_value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., old_binary_value: _Optional[bytes] = ..., version: _Optional[int] = ..., revision: _Optional[int] = ..., source: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., constraints_json: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., has_old_value: _Optional[bool] = ...) -> None: ...
+    dependents: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, variable_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., type: _Optional[str] = ..., value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., binary_value: _Optional[bytes] = ..., old_value: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., old_binary_value: _Optional[bytes] = ..., version: _Optional[int] = ..., revision: _Optional[int] = ..., source: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., constraints_json: _Optional[str] = ..., principal: _Optional[str] = ..., session_id: _Optional[str] = ..., has_old_value: _Optional[bool] = ..., dependents: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WatchResponse(_message.Message):
     __slots__ = ("store_id", "revision", "events", "created", "initial", "progress", "canceled", "cancel_reason", "compact_revision")
@@ -893,24 +901,82 @@ class GetVariableStatsResponse(_message.Message):
     def __init__(self, stats: _Optional[_Mapping[str, VariableStats]] = ..., missing_variables: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., session_watchers: _Optional[int] = ...) -> None: ...
 
 class AddDependencyRequest(_message.Message):
-    __slots__ = ("session_id", "from_variable", "to_variable", "dependency_type")
+    __slots__ = ("session_id", "from_variable", "to_variable", "dependency_type", "metadata_json")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_VARIABLE_FIELD_NUMBER: _ClassVar[int]
     TO_VARIABLE_FIELD_NUMBER: _ClassVar[int]
     DEPENDENCY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     from_variable: str
     to_variable: str
     dependency_type: str
-    def __init__(self, session_id: _Optional[str] = ..., from_variable: _Optional[str] = ..., to_variable: _Optional[str] = ..., dependency_type: _Optional[str] = ...) -> None: ...
+    metadata_json: str
+    def __init__(self, session_id: _Optional[str] = ..., from_variable: _Optional[str] = ..., to_variable: _Optional[str] = ..., dependency_type: _Optional[str] = ..., metadata_json: _Optional[str] = ...) -> None: ...
 
 class AddDependencyResponse(_message.Message):
-    __slots__ = ("success", "error_message")
+    __slots__ = ("success", "error_message", "revision")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     success: bool
     error_message: str
-    def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ...) -> None: ...
+    revision: int
+    def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class RemoveDependencyRequest(_message.Message):
+    __slots__ = ("session_id", "from_variable", "to_variable")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    TO_VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    from_variable: str
+    to_variable: str
+    def __init__(self, session_id: _Optional[str] = ..., from_variable: _Optional[str] = ..., to_variable: _Optional[str] = ...) -> None: ...
+
+class RemoveDependencyResponse(_message.Message):
+    __slots__ = ("success", "revision")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    revision: int
+    def __init__(self, success: _Optional[bool] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class GetDependenciesRequest(_message.Message):
+    __slots__ = ("session_id", "variable_identifier", "include_transitive", "dependents")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_TRANSITIVE_FIELD_NUMBER: _ClassVar[int]
+    DEPENDENTS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    variable_identifier: str
+    include_transitive: bool
+    dependents: bool
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., include_transitive: _Optional[bool] = ..., dependents: _Optional[bool] = ...) -> None: ...
+
+class DependencyInfo(_message.Message):
+    __slots__ = ("variable_id", "name", "type", "metadata_json", "depth", "via")
+    VARIABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    VIA_FIELD_NUMBER: _ClassVar[int]
+    variable_id: str
+    name: str
+    type: str
+    metadata_json: str
+    depth: int
+    via: str
+    def __init__(self, variable_id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., metadata_json: _Optional[str] = ..., depth: _Optional[int] = ..., via: _Optional[str] = ...) -> None: ...
+
+class GetDependenciesResponse(_message.Message):
+    __slots__ = ("dependencies", "revision")
+    DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    dependencies: _containers.RepeatedCompositeFieldContainer[DependencyInfo]
+    revision: int
+    def __init__(self, dependencies: _Optional[_Iterable[_Union[DependencyInfo, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class StartOptimizationRequest(_message.Message):
     __slots__ = ("session_id", "variable_identifier", "optimizer_id", "optimizer_config", "max_iterations", "convergence_threshold", "optimizer_config_json", "client_side", "lease_seconds", "driven")

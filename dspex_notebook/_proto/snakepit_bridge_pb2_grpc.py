@@ -215,6 +215,16 @@ class BridgeServiceStub:
                 request_serializer=snakepit__bridge__pb2.RestoreSessionRequest.SerializeToString,
                 response_deserializer=snakepit__bridge__pb2.RestoreSessionResponse.FromString,
                 _registered_method=True)
+        self.RemoveDependency = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/RemoveDependency',
+                request_serializer=snakepit__bridge__pb2.RemoveDependencyRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.RemoveDependencyResponse.FromString,
+                _registered_method=True)
+        self.GetDependencies = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/GetDependencies',
+                request_serializer=snakepit__bridge__pb2.GetDependenciesRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.GetDependenciesResponse.FromString,
+                _registered_method=True)
         self.SetVariablePermissions = channel.unary_unary(
                 '/snakepit.bridge.BridgeService/SetVariablePermissions',
                 request_serializer=snakepit__bridge__pb2.SetVariablePermissionsRequest.SerializeToString,
@@ -462,6 +472,19 @@ class BridgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveDependency(self, request, context):
+        """dspex: dependencies between variables (AddDependency above adds one), docs/api.md
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDependencies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetVariablePermissions(self, request, context):
         """dspex: access rules of a variable (set_variable_permissions / check_variable_access)
         """
@@ -663,6 +686,16 @@ def add_BridgeServiceServicer_to_server(servicer, server):
                     servicer.RestoreSession,
                     request_deserializer=snakepit__bridge__pb2.RestoreSessionRequest.FromString,
                     response_serializer=snakepit__bridge__pb2.RestoreSessionResponse.SerializeToString,
+            ),
+            'RemoveDependency': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveDependency,
+                    request_deserializer=snakepit__bridge__pb2.RemoveDependencyRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.RemoveDependencyResponse.SerializeToString,
+            ),
+            'GetDependencies': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDependencies,
+                    request_deserializer=snakepit__bridge__pb2.GetDependenciesRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.GetDependenciesResponse.SerializeToString,
             ),
             'SetVariablePermissions': grpc.unary_unary_rpc_method_handler(
                     servicer.SetVariablePermissions,
@@ -1652,6 +1685,60 @@ class BridgeService:
             '/snakepit.bridge.BridgeService/RestoreSession',
             snakepit__bridge__pb2.RestoreSessionRequest.SerializeToString,
             snakepit__bridge__pb2.RestoreSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveDependency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/RemoveDependency',
+            snakepit__bridge__pb2.RemoveDependencyRequest.SerializeToString,
+            snakepit__bridge__pb2.RemoveDependencyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDependencies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/GetDependencies',
+            snakepit__bridge__pb2.GetDependenciesRequest.SerializeToString,
+            snakepit__bridge__pb2.GetDependenciesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -275,9 +275,10 @@ class Bridge:
         item.replace = spec.replace
         set_any(item.initial_value, type_url, data)
 
-    async def register_variable(self, session_id: str, spec: VariableSpec) -> Any:
+    async def register_variable(self, session_id: str, spec: VariableSpec,
+                                dependencies: Sequence[str] = ()) -> Any:
         """The registered :class:`Variable` (or only its id, from an old server)."""
-        req = pb.RegisterVariableRequest(session_id=session_id)
+        req = pb.RegisterVariableRequest(session_id=session_id, dependencies=dependencies)
         self._fill_spec(req, spec)
         reply = await self._call("RegisterVariable", req, "RegisterVariable", spec.name,
                                  values=True)
@@ -431,9 +432,35 @@ class Bridge:
         reply = await self._call("RestoreSession", req, "RestoreSession")
         return dict(json.loads(reply.summary_json))
 
-    async def delete_variable(self, session_id: str, ident: str) -> int:
-        req = pb.DeleteVariableRequest(session_id=session_id, variable_identifier=ident)
+    async def delete_variable(self, session_id: str, ident: str, force: bool = False) -> int:
+        req = pb.DeleteVariableRequest(session_id=session_id, variable_identifier=ident,
+                                       force=force)
         return (await self._call("DeleteVariable", req, "DeleteVariable", ident)).revision
+
+    # ------------------------------------------------------------------------------------------
+    # dependencies
+
+    async def add_dependency(self, session_id: str, source: str, target: str,
+                             dependency_type: str, metadata: Mapping[str, Any] | None) -> int:
+        """The revision of the write."""
+        req = pb.AddDependencyRequest(session_id=session_id, from_variable=source,
+                                      to_variable=target, dependency_type=dependency_type,
+                                      metadata_json=json.dumps(dict(metadata)) if metadata else "")
+        return (await self._call("AddDependency", req, "AddDependency", source)).revision
+
+    async def remove_dependency(self, session_id: str, source: str, target: str) -> int:
+        req = pb.RemoveDependencyRequest(session_id=session_id, from_variable=source,
+                                         to_variable=target)
+        return (await self._call("RemoveDependency", req, "RemoveDependency", source)).revision
+
+    async def get_dependencies(self, session_id: str, ident: str, dependents: bool,
+                               transitive: bool) -> list[dict[str, Any]]:
+        req = pb.GetDependenciesRequest(session_id=session_id, variable_identifier=ident,
+                                        include_transitive=transitive, dependents=dependents)
+        reply = await self._call("GetDependencies", req, "GetDependencies", ident)
+        return [{"variable_id": d.variable_id, "name": d.name, "type": d.type,
+                 "metadata": json.loads(d.metadata_json or "{}"), "depth": d.depth, "via": d.via}
+                for d in reply.dependencies]
 
     async def get_variable_stats(self, session_id: str, idents: Sequence[str]) -> tuple[
             dict[str, dict[str, Any]], list[str], int]:
@@ -524,7 +551,8 @@ class Bridge:
 
     async def watch(self, session_id: str, idents: Sequence[str] = (), *, start_revision: int = 0,
                     store_id: str = "", include_initial: bool = False,
-                    progress_interval_ms: int = 0) -> AsyncIterator[WatchMessage]:
+                    progress_interval_ms: int = 0,
+                    include_upstream: bool = False) -> AsyncIterator[WatchMessage]:
         """The ``Watch`` stream, decoded; no deadline (a watch lasts as long as it is read).
 
         Raises:
@@ -536,7 +564,8 @@ class Bridge:
         req = pb.WatchRequest(session_id=session_id, variable_identifiers=idents,
                               start_revision=start_revision, store_id=store_id,
                               include_initial=include_initial,
-                              progress_interval_ms=progress_interval_ms)
+                              progress_interval_ms=progress_interval_ms,
+                              include_upstream=include_upstream)
         generation = self.recovery.generation
         call = self._stub.Watch(req, metadata=self._md_values)
         try:

@@ -61,6 +61,7 @@ def update_from_pb(ev: pb.WatchEvent) -> VariableUpdate:
         variable_id=ev.variable_id, name=ev.name, value=value, old_value=old, kind=ev.kind,
         revision=ev.revision, version=ev.version, type=ev.type, metadata=dict(ev.metadata),
         timestamp=timestamp_to_datetime(ev.timestamp), source=ev.source, constraints=constraints,
+        upstream_of=tuple(ev.dependents),
     )
 
 

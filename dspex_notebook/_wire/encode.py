@@ -14,6 +14,7 @@ and codec for all the watchers that receive it (``batch.memo``).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from .. import _codec
@@ -141,10 +142,12 @@ def event_bytes(ev: Event, raw: bool) -> bytes:
 
 
 def batch_response(store_id: str, batch: EventBatch, selected: tuple[int, ...] | None,
-                   raw: bool) -> bytes:
+                   raw: bool, dependents: Callable[[str], frozenset[str]] | None = None) -> bytes:
     """The serialized ``WatchResponse`` of a batch for one selection, built once per selection
-    and codec for all watchers of the batch: events are serialized once each, then joined."""
-    key = (selected, raw)
+    and codec for all watchers of the batch: events are serialized once each, then joined.
+    ``dependents`` (watches with ``include_upstream``): each event also carries the names that
+    depend on its variable (``WatchEvent.dependents``, appended to the event's bytes)."""
+    key = (selected, raw, dependents is not None)
     data = batch.memo.get(key)
     if data is None:
         events = batch.events if selected is None else [batch.events[i] for i in selected]
@@ -155,6 +158,10 @@ def batch_response(store_id: str, batch: EventBatch, selected: tuple[int, ...] |
             ev_data = batch.memo.get(ev_key)
             if ev_data is None:
                 ev_data = batch.memo[ev_key] = event_bytes(ev, raw)
+            if dependents is not None:
+                names = dependents(ev.name)
+                if names:
+                    ev_data += b"".join(pbwire.field_bytes(18, n.encode()) for n in sorted(names))
             parts.append(pbwire.field_bytes(3, ev_data))
         data = batch.memo[key] = b"".join(parts)
     return data

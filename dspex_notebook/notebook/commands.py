@@ -18,7 +18,8 @@ from .._names import NAME_PATTERN, NAME_RE
 from .._text import TEXT_TYPES, read_block
 
 __all__ = ["ASSIGN_RE", "NAME_RE", "TEXT_TYPES", "canonical_type", "constraints_from_options",
-           "known_type", "parse_var_block", "read_block", "register_argv", "value_from_text"]
+           "dependency_metadata", "known_type", "parse_var_block", "read_block", "register_argv",
+           "value_from_text"]
 
 #: ``NAME = EXPR`` (not ``==``)
 ASSIGN_RE = re.compile(r"^\s*(" + NAME_PATTERN + r")\s*=(?!=)\s*(.*?)\s*$", re.S)
@@ -48,6 +49,20 @@ def constraints_from_options(
     if choices is not None:
         out["choices"] = [c.strip() for c in choices.split(",") if c.strip()]
     return out
+
+
+def dependency_metadata(text: str | None) -> dict[str, Any] | None:
+    """``--metadata JSON`` of ``%var deps --add`` / ``dspex-notebook deps --add``: a JSON object
+    (the server checks that its values are scalars)."""
+    if not text:
+        return None
+    try:
+        loaded = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"--metadata is not valid JSON: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise InvalidArgument(f"--metadata must be a JSON object, got {text!r}")
+    return loaded
 
 
 def register_argv(text: str) -> list[str]:

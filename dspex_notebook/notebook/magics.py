@@ -31,7 +31,8 @@ USAGE = """\
 %var NAME = EXPR                      set; EXPR is evaluated in the notebook namespace
 %var register NAME TYPE VALUE [--min X] [--max X] [--step X] [--choices a,b]
                                       [--constraints JSON] [--description TEXT] [--replace]
-%var del NAME [NAME ...]              delete variables (stops at the first error)
+%var del NAME [NAME ...] [--force]    delete variables (stops at the first error); --force
+                                      also when others depend on them (those edges go too)
 %var watch NAME [NAME ...]            a live display of the variables, updated as they change
 %var unwatch [NAME ...]               stop live displays (all, or those showing NAME)
 %var widget NAME [NAME ...] [--throttle-ms N] [--on-release]
@@ -43,6 +44,11 @@ USAGE = """\
 %var history NAME --scrubber          a slider over the versions with a Restore button
 %var rollback NAME VERSION [--reason TEXT]
                                       write VERSION's value as a new version
+%var deps NAME [--transitive] [--dependents]
+                                      what NAME depends on (or what depends on it), a table
+%var deps NAME --add OTHER [--type data|constraint|optimization] [--metadata JSON]
+                                      NAME depends on OTHER from now on (cycles are refused)
+%var deps NAME --remove OTHER         NAME no longer depends on OTHER
 %var permissions NAME [--set RULES] [--check PERMISSION [--as SESSION]]
                                       show / set (YAML: [{session_pattern: 'bob_*', permissions:
                                       [read]}], [] for none) / check a variable's access rules
@@ -63,12 +69,12 @@ USAGE = """\
 
 
 SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
-               "cache", "optimize", "status", "stop", "history", "rollback", "export", "import",
-               "restore", "permissions", "dspy", "help", "widget", "slider")
+               "cache", "optimize", "status", "stop", "history", "rollback", "deps", "export",
+               "import", "restore", "permissions", "dspy", "help", "widget", "slider")
 #: what completion offers after ``%var `` (aliases left out)
 COMPLETED = ("list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
-             "status", "stop", "history", "rollback", "export", "import", "restore", "permissions",
-             "dspy", "help", "widget")
+             "status", "stop", "history", "rollback", "deps", "export", "import", "restore",
+             "permissions", "dspy", "help", "widget")
 
 
 def _help(topic: str) -> str:
@@ -79,14 +85,16 @@ def _help(topic: str) -> str:
     if key in SUBCOMMANDS:
         lines = USAGE.splitlines()
         prefix = "%%var" if key == "%%var" else f"%var {key}"
+        block: list[str] = []
         for i, line in enumerate(lines):
-            if line.startswith(prefix + " ") or line == prefix:
-                block = [line]
+            if line.startswith(prefix + " ") or line == prefix:  # every form of the command
+                block.append(line)
                 for more in lines[i + 1:]:  # continuation lines are indented
                     if not more.startswith(" "):
                         break
                     block.append(more)
-                return "\n".join(block)
+        if block:
+            return "\n".join(block)
     return (f"%var help: no command {topic!r}; the commands are: {', '.join(COMPLETED)} "
             "(`%var help` shows them all)")
 
@@ -232,6 +240,8 @@ class DspexMagics(TransferMagics, Magics):
             return dspy_command(self, rest)
         if head == "rollback":
             return self.rollback(rest)
+        if head == "deps":
+            return self.deps(rest)
         if head == "export":
             return self.export(rest)
         if head == "import":
@@ -245,10 +255,12 @@ class DspexMagics(TransferMagics, Magics):
                 raise UsageError(f"usage: %var {head} NAME")
             return self.status(rest[0]) if head == "status" else self.stop(rest[0])
         if head in ("del", "delete", "rm"):
-            if not rest:
-                raise UsageError("usage: %var del NAME [NAME ...]")
-            for name in rest:
-                self._run(self._ctx.delete_variable(name))
+            force = "--force" in rest
+            names = [w for w in rest if w != "--force"]
+            if not names:
+                raise UsageError("usage: %var del NAME [NAME ...] [--force]")
+            for name in names:
+                self._run(self._ctx.delete_variable(name, force=force))
             return None
         if len(words) != 1:
             raise UsageError(f"%var: unknown command {head!r}\n\n{USAGE}")
@@ -381,6 +393,36 @@ class DspexMagics(TransferMagics, Magics):
         print(f"{ns.name}: version {version} = version {ns.version}'s value")
         return version
 
+    def deps(self, argv: list[str]) -> Any:
+        """``%var deps``: a :class:`~.._display.DependencyTable`, or add/remove one edge."""
+        from .._display import DependencyTable
+
+        p = _Parser(prog="%var deps", add_help=False)
+        p.add_argument("name")
+        p.add_argument("--transitive", action="store_true")
+        p.add_argument("--dependents", action="store_true")
+        p.add_argument("--add", metavar="OTHER")
+        p.add_argument("--remove", metavar="OTHER")
+        p.add_argument("--type", default="data")
+        p.add_argument("--metadata", default=None)
+        ns = p.parse_args(argv)
+        if ns.add and ns.remove:
+            raise UsageError("%var deps: --add or --remove, not both")
+        if ns.add:
+            try:
+                metadata = commands.dependency_metadata(ns.metadata)
+            except DspexError as exc:
+                raise DspexMagicError(f"%var deps: {exc}") from None
+            self._run(self._ctx.add_dependency(ns.name, ns.add, ns.type, metadata))
+            print(f"{ns.name} depends on {ns.add} ({ns.type})")
+            return None
+        if ns.remove:
+            self._run(self._ctx.remove_dependency(ns.name, ns.remove))
+            print(f"{ns.name} no longer depends on {ns.remove}")
+            return None
+        method = self._ctx.get_dependents if ns.dependents else self._ctx.get_dependencies
+        return DependencyTable(ns.name, self._run(method(ns.name, ns.transitive)),
+                               ns.dependents, ns.transitive)
     def permissions(self, argv: list[str]) -> Any:
         """``%var permissions NAME``: the rules table; ``--set RULES`` (YAML) replaces them;
         ``--check PERMISSION [--as SESSION]`` prints whether it is granted and why."""
@@ -515,7 +557,7 @@ def magic_text(exc: DspexError) -> str:
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, VariableExistsError):
         text = text.replace("register with replace=True", "add --replace")
-    return text
+    return text.replace("delete with force=True", "%var del --force")
 
 
 def _short(value: Any, limit: int = 60) -> str:

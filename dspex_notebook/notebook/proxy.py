@@ -144,10 +144,11 @@ class NotebookSession:
     async def register_variable(
         self, name: str, type: str, initial_value: Any,
         constraints: Mapping[str, Any] | None = None, metadata: Mapping[str, str] | None = None,
+        dependencies: Iterable[str] | None = None,
         *, replace: bool = False,
     ) -> str:
         return await self.portal.call(self.context.register_variable(
-            name, type, initial_value, constraints, metadata, replace=replace))
+            name, type, initial_value, constraints, metadata, dependencies, replace=replace))
 
     async def register_variables(self, variables: list[Mapping[str, Any]]) -> dict[str, str]:
         return await self.portal.call(self.context.register_variables(variables))
@@ -170,8 +171,8 @@ class NotebookSession:
                                atomic: bool = True) -> dict[str, bool | str]:
         return await self.portal.call(self.context.update_variables(updates, metadata, atomic))
 
-    async def delete_variable(self, name: str) -> None:
-        await self.portal.call(self.context.delete_variable(name))
+    async def delete_variable(self, name: str, force: bool = False) -> None:
+        await self.portal.call(self.context.delete_variable(name, force))
 
     async def get_variable_stats(self, variable: str | None = None) -> dict[str, Any]:
         return await self.portal.call(self.context.get_variable_stats(variable))
@@ -200,6 +201,24 @@ class NotebookSession:
     async def restore_session(self, revision: int, dry_run: bool = False) -> dict[str, Any]:
         return await self.portal.call(self.context.restore_session(revision, dry_run))
 
+    # -- dependencies ------------------------------------------------------------------------
+
+    async def add_dependency(self, from_variable: str, to_variable: str,
+                             dependency_type: str = "data",
+                             metadata: Mapping[str, Any] | None = None) -> None:
+        await self.portal.call(self.context.add_dependency(from_variable, to_variable,
+                                                           dependency_type, metadata))
+
+    async def remove_dependency(self, from_variable: str, to_variable: str) -> None:
+        await self.portal.call(self.context.remove_dependency(from_variable, to_variable))
+
+    async def get_dependencies(self, variable: str,
+                               include_transitive: bool = False) -> list[dict[str, Any]]:
+        return await self.portal.call(self.context.get_dependencies(variable, include_transitive))
+
+    async def get_dependents(self, variable: str,
+                             include_transitive: bool = False) -> list[dict[str, Any]]:
+        return await self.portal.call(self.context.get_dependents(variable, include_transitive))
     # -- access rules ----------------------------------------------------------------------
 
     async def set_variable_permissions(self, variable: str, rules: list[dict[str, Any]]) -> None:
@@ -264,17 +283,18 @@ class NotebookSession:
 
     def watch_variable(self, name: str, include_initial: bool = True,
                        filter_fn: Callable[[Any, Any], bool] | None = None, throttle_ms: int = 0,
-                       *, debounce_ms: int = 0) -> NotebookWatch:
+                       *, debounce_ms: int = 0, include_upstream: bool = False) -> NotebookWatch:
         return NotebookWatch(self.portal.run(_make(
             self.context.watch_variable, name, include_initial, filter_fn, throttle_ms,
-            debounce_ms=debounce_ms)), self.portal)
+            debounce_ms=debounce_ms, include_upstream=include_upstream)), self.portal)
 
     def watch_variables(self, names: Iterable[str], include_initial: bool = True,
                         filter_fn: Callable[[str, Any, Any], bool] | None = None,
-                        throttle_ms: int = 0, debounce_ms: int = 0) -> NotebookWatch:
+                        throttle_ms: int = 0, debounce_ms: int = 0, *,
+                        include_upstream: bool = False) -> NotebookWatch:
         return NotebookWatch(self.portal.run(_make(
             self.context.watch_variables, list(names), include_initial, filter_fn, throttle_ms,
-            debounce_ms)), self.portal)
+            debounce_ms, include_upstream=include_upstream)), self.portal)
 
     def cancel_watch(self, watch_task: NotebookWatch | Watch | asyncio.Task[Any]) -> None:
         if isinstance(watch_task, NotebookWatch):

@@ -126,13 +126,18 @@ class Subscription:
     """A watcher's selection and bounded queue. ``names`` None = the whole session."""
 
     __slots__ = ("session_id", "names", "queue", "max_pending", "overflowed", "closed",
-                 "_waiter", "last_sent", "progress_interval", "task", "busy", "guard", "denied",
+                 "_waiter", "last_sent", "progress_interval", "task", "busy", "upstream",
+                 "guard", "denied",
                  "__weakref__")
 
     def __init__(self, session_id: str, names: frozenset[str] | None, max_pending: int,
-                 progress_interval: float) -> None:
+                 progress_interval: float,
+                 upstream: Callable[[str], frozenset[str]] | None = None) -> None:
         self.session_id = session_id
         self.names = names
+        #: with ``include_upstream``: name -> the names that depend on it (transitively); the
+        #: subscription also selects events of variables its names depend on
+        self.upstream = upstream
         self.queue: deque[Any] = deque()
         self.max_pending = max_pending
         self.overflowed = False
@@ -155,9 +160,14 @@ class Subscription:
 
     def select(self, batch: EventBatch) -> tuple[int, ...] | None:
         """Indices of the batch's events this subscription wants (None: all of them)."""
-        if self.names is None:
+        names = self.names
+        if names is None:
             return None
-        return tuple(i for i, e in enumerate(batch.events) if e.name in self.names)
+        upstream = self.upstream
+        if upstream is None:
+            return tuple(i for i, e in enumerate(batch.events) if e.name in names)
+        return tuple(i for i, e in enumerate(batch.events)
+                     if e.name in names or not names.isdisjoint(upstream(e.name)))
 
     def push(self, item: Any) -> None:
         if self.overflowed or self.closed:
@@ -213,9 +223,10 @@ class EventHub:
         self._head = head
 
     def subscribe(self, session_id: str, names: Iterable[str] | None = None,
-                  progress_interval: float = 5.0) -> Subscription:
+                  progress_interval: float = 5.0,
+                  upstream: Callable[[str], frozenset[str]] | None = None) -> Subscription:
         sub = Subscription(session_id, None if names is None else frozenset(names),
-                           self.max_pending, progress_interval)
+                           self.max_pending, progress_interval, upstream)
         self._by_session.setdefault(session_id, {})[sub] = None
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.get_running_loop().create_task(self._progress_loop())

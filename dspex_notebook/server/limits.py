@@ -42,6 +42,11 @@ class Limits:
     max_batch: int = 500
     max_variables_per_session: int = 10_000
     max_sessions: int = 10_000
+    #: dependency edges of one session (its graph is one document, rewritten by each edit:
+    #: ≈ 15 ms of the loop per edit at this size, docs/api.md "Dependencies")
+    max_edges_per_session: int = 2000
+    #: the JSON of one edge's metadata
+    max_edge_metadata_bytes: int = 2048
     #: free text with no other limit (a Ping message, an unclassified string field)
     max_text_length: int = 4096
 

@@ -26,7 +26,7 @@ from .._errors import AccessDenied, DspexError, ResourceLimitExceeded, SessionNo
 from .._names import check_identifier
 from .._patterns import glob_matcher
 from .._values import VariableSpec
-from . import access
+from . import access, dependencies
 from .access import Rights
 from .backends.base import Backend, Commit, Delete, DocCompare, SessionRow, StoredVariable
 from .events import EventBatch, EventHub, Subscription, batches_from_rows, row_variable
@@ -89,6 +89,7 @@ class Store:
     # the commit pipeline
 
     def _commit(self, commit: Commit, principal: str) -> int:
+        dependencies.drop_deleted(self.view, commit)  # no edge outlives its variables
         docs = self.view.docs
         staged = {(d.kind, d.key) for d in commit.docs}
         for d in commit.deletes:  # a variable's rules go with it
@@ -271,15 +272,19 @@ class Store:
 
     def register_many(self, principal: str, session_id: str, specs: List[VariableSpec],
                       updates: Mapping[str, Any] | None = None,
-                      update_metadata: Mapping[str, str] | None = None) -> List[StoredVariable]:
+                      update_metadata: Mapping[str, str] | None = None,
+                      depends_on: Mapping[str, List[str]] | None = None) -> List[StoredVariable]:
         """Register ``specs`` and apply ``updates`` (identifier -> value) in one transaction:
-        all or nothing, one revision."""
+        all or nothing, one revision. ``depends_on``: name -> identifiers it depends on
+        (``server/dependencies.py``)."""
         sess = self._session(principal, session_id)
         updates = updates or {}
         if not specs and not updates:  # nothing to write: no new revision
             return []
         commit, created = stage_register(self.view, self.limits, sess, specs, updates,
                                          update_metadata or {}, principal, self._clock())
+        if depends_on:
+            dependencies.stage_declared(self.view, self.limits, commit, sess, depends_on)
         self._commit(commit, principal)
         return created
 
@@ -306,22 +311,30 @@ class Store:
         revision = self._commit(commit, principal)
         return {ident: new.version for ident, new in staged.items()}, errors, revision
 
-    def delete(self, principal: str, session_id: str, ident: str) -> int:
+    def delete(self, principal: str, session_id: str, ident: str, force: bool = False) -> int:
+        """Delete a variable; refused while others depend on it unless ``force`` (which
+        removes those dependencies in the same commit)."""
         sess = self._session(principal, session_id)
         other = access.foreign(self.view, sess, ident)
         if other is not None:
             access.check_owner(other, session_id, "delete")
-        return self._commit(stage_delete(self.view, sess, ident, principal, self._clock()),
-                            principal)
+        commit = stage_delete(self.view, sess, ident, principal, self._clock())
+        gone = commit.deletes[0].var
+        dependencies.check_delete(self.view, gone.session_id, gone.name, force)
+        return self._commit(commit, principal)
 
     # ------------------------------------------------------------------------------------------
     # watches
 
     def subscribe(self, principal: str, session_id: str, idents: List[str],
-                  progress_interval: float) -> tuple[Subscription, int]:
+                  progress_interval: float,
+                  include_upstream: bool = False) -> tuple[Subscription, int]:
         """Start receiving the session's event batches (those touching ``idents``' names, or
         all); returns the subscription and the revision it starts after. Identifiers that are
-        ids are watched by their variable's name."""
+        ids are watched by their variable's name. ``include_upstream``: also the changes of
+        variables they depend on (transitively, in the graph when the event is sent), each
+        event annotated with the names that depend on it (not for other sessions' variables,
+        which are watched by id through their access rules)."""
         sess = self._session(principal, session_id)
         others = [v for v in (access.foreign(self.view, sess, i) for i in idents) if v is not None]
         if others:
@@ -334,7 +347,8 @@ class Store:
             for ident in idents:
                 var = self.view.vars.get(ident)
                 names.add(var.name if var is not None and var.session_id == session_id else ident)
-        sub = self.hub.subscribe(session_id, names, progress_interval)
+        upstream = dependencies.downstream_of(self.view, session_id) if include_upstream else None
+        sub = self.hub.subscribe(session_id, names, progress_interval, upstream)
         return sub, self.view.revision
 
     def unsubscribe(self, sub: Subscription) -> None:

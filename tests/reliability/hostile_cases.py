@@ -323,6 +323,47 @@ def attacks(session: str) -> list[tuple[str, str, bytes, grpc.StatusCode]]:
                                metrics_json="1").SerializeToString(), S.INVALID_ARGUMENT))
     add(("next trial of a variable that is not optimized", "NextTrial",
          pb.NextTrialRequest(session_id=session, variable_identifier="f").SerializeToString(), S.INVALID_ARGUMENT))
+    # dependencies
+    for method, body in (
+        ("AddDependency", pb.AddDependencyRequest(session_id=session, from_variable=long_id, to_variable="f")),
+        ("AddDependency", pb.AddDependencyRequest(session_id=session, from_variable="f", to_variable=long_id)),
+        ("RemoveDependency", pb.RemoveDependencyRequest(session_id=session, from_variable=long_id,
+                                                        to_variable="f")),
+        ("GetDependencies", pb.GetDependenciesRequest(session_id=session, variable_identifier=long_id)),
+    ):
+        add((f"{method} with an over-long identifier", method, body.SerializeToString(), S.INVALID_ARGUMENT))
+    for what, metadata_json in (("2 MiB", json.dumps({"k": "x" * (2 * MiB)})),
+                                ("nested 2,000 deep", "[" * 2000 + "]" * 2000),
+                                ("with an object value", '{"k": {"nested": 1}}'),
+                                ("not an object", "[1, 2]"), ("not JSON", "{'k': 1}"),
+                                ("with NaN", '{"k": NaN}')):
+        add((f"dependency metadata {what}", "AddDependency",
+             pb.AddDependencyRequest(session_id=session, from_variable="f", to_variable="s",
+                                     metadata_json=metadata_json).SerializeToString(), S.INVALID_ARGUMENT))
+    add(("dependency metadata of 3 KB (limit 2 KiB)", "AddDependency",
+         pb.AddDependencyRequest(session_id=session, from_variable="f", to_variable="s",
+                                 metadata_json=json.dumps({"k": "x" * 3000})).SerializeToString(),
+         S.RESOURCE_EXHAUSTED))
+    add(("1 MiB dependency type", "AddDependency",
+         pb.AddDependencyRequest(session_id=session, from_variable="f", to_variable="s",
+                                 dependency_type="d" * MiB).SerializeToString(), S.INVALID_ARGUMENT))
+    add(("unknown dependency type", "AddDependency",
+         pb.AddDependencyRequest(session_id=session, from_variable="f", to_variable="s",
+                                 dependency_type="causal").SerializeToString(), S.INVALID_ARGUMENT))
+    add(("a variable depending on itself", "AddDependency",
+         pb.AddDependencyRequest(session_id=session, from_variable="f",
+                                 to_variable="f").SerializeToString(), S.INVALID_ARGUMENT))
+    add(("a dependency on a missing variable", "AddDependency",
+         pb.AddDependencyRequest(session_id=session, from_variable="f",
+                                 to_variable="missing").SerializeToString(), S.NOT_FOUND))
+    add(("removing a dependency that does not exist", "RemoveDependency",
+         pb.RemoveDependencyRequest(session_id=session, from_variable="f",
+                                    to_variable="s").SerializeToString(), S.INVALID_ARGUMENT))
+    many_deps = pb.RegisterVariableRequest(session_id=session, name="r", type="float",
+                                           dependencies=[f"d{i}" for i in range(1_000_000)])
+    any_value(many_deps.initial_value, "float", b"0.5")
+    add(("RegisterVariable depending on 1,000,000 identifiers", "RegisterVariable",
+         many_deps.SerializeToString(), S.RESOURCE_EXHAUSTED))
     add(("2,000,000-char glob", "ListVariables",
          pb.ListVariablesRequest(session_id=session, pattern="*a" * 1_000_000).SerializeToString(),
          S.INVALID_ARGUMENT))

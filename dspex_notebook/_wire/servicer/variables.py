@@ -127,7 +127,10 @@ class VariableHandlers(ServicerBase):
 
     @rpc
     def RegisterVariable(self, request, principal, raw):
-        var = self.store.register(principal, request.session_id, self._spec(request))
+        spec = self._spec(request)
+        depends_on = {spec.name: list(request.dependencies)} if request.dependencies else None
+        var = self.store.register_many(principal, request.session_id, [spec],
+                                       depends_on=depends_on)[0]
         return pb.RegisterVariableResponse(
             success=True, variable_id=var.id, revision=var.mod_revision,
             variable=variable_message(var, raw),
@@ -137,8 +140,9 @@ class VariableHandlers(ServicerBase):
     def RegisterVariables(self, request, principal, raw):
         specs = [self._spec(r) for r in request.variables]
         updates = self._decode_updates(request.updates, request.binary_updates)
+        depends_on = {r.name: list(r.dependencies) for r in request.variables if r.dependencies}
         created = self.store.register_many(principal, request.session_id, specs, updates,
-                                           dict(request.update_metadata))
+                                           dict(request.update_metadata), depends_on)
         return pb.BatchRegisterVariablesResponse(
             success=True, variable_ids={v.name: v.id for v in created}, revision=self.store.revision,
             variables=[variable_message(v, raw) for v in created],
@@ -245,5 +249,6 @@ class VariableHandlers(ServicerBase):
 
     @rpc
     def DeleteVariable(self, request, principal, raw):
-        rev = self.store.delete(principal, request.session_id, request.variable_identifier)
+        rev = self.store.delete(principal, request.session_id, request.variable_identifier,
+                                request.force)
         return pb.DeleteVariableResponse(success=True, revision=rev)

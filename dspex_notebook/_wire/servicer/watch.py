@@ -34,14 +34,15 @@ MAX_IDENTIFIERS = 10_000
 class WatchHandlers(ServicerBase):
     """The streaming RPCs and statistics."""
 
-    def _subscribe(self, request: Any, principal: str, progress_ms: int = 0) -> tuple[Any, int]:
+    def _subscribe(self, request: Any, principal: str, progress_ms: int = 0,
+                   upstream: bool = False) -> tuple[Any, int]:
         if len(request.variable_identifiers) > MAX_IDENTIFIERS:
             raise ResourceLimitExceeded(
                 f"watch of {len(request.variable_identifiers)} identifiers (limit {MAX_IDENTIFIERS})"
             )
         interval = max(progress_ms or 5000, 100) / 1000
         return self.store.subscribe(principal, request.session_id,
-                                    list(request.variable_identifiers), interval)
+                                    list(request.variable_identifiers), interval, upstream)
 
     @stream
     async def Watch(self, request, principal, raw, context) -> AsyncIterator[bytes]:
@@ -59,7 +60,8 @@ class WatchHandlers(ServicerBase):
             yield control_response(store_id, store.revision, canceled=True, cancel_reason="compacted",
                                    compact_revision=store.compact_revision)
             return
-        sub, head = self._subscribe(request, principal, request.progress_interval_ms)
+        sub, head = self._subscribe(request, principal, request.progress_interval_ms,
+                                    request.include_upstream)
         sub.task = asyncio.current_task()
         try:
             yield control_response(store_id, head, created=True,
@@ -85,7 +87,7 @@ class WatchHandlers(ServicerBase):
                                 continue
                         else:
                             selected = None
-                        yield batch_response(store_id, batch, selected, raw)
+                        yield batch_response(store_id, batch, selected, raw, sub.upstream)
                     await asyncio.sleep(0)  # a long catch-up must not hold the loop
             async for message in self._live(sub, store_id, raw):
                 yield message
@@ -114,7 +116,7 @@ class WatchHandlers(ServicerBase):
                     if reason is not None:
                         raise AccessDenied(reason)
                 batch, selected = item
-                message = batch_response(store_id, batch, selected, raw)
+                message = batch_response(store_id, batch, selected, raw, sub.upstream)
             sub.busy = True
             yield message
             sub.busy = False

@@ -236,6 +236,6 @@ def test_planned_magics_say_so(ext, line, monkeypatch):
 
 
 def test_planned_session_methods_say_so(ext):
-    error, out = shown(ext, "await session.get_dependencies('x')")
+    error, out = shown(ext, "await session.sync_dspy_parameters(object())")
     assert type(error).__name__ == "Unsupported"
-    assert "get_dependencies() (dependencies) is not available yet" in str(error)
+    assert "sync_dspy_parameters() (the DSPy bridge) is not available yet" in str(error)

@@ -13,7 +13,7 @@ $(VENV)/.synced: pyproject.toml uv.lock Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; \
 	                   $(PY) -m pip install -q "uv==$(UV_VERSION)"; }
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync -q --frozen --extra dev --extra dspy --python $(PY)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync -q --frozen --extra dev --extra dspy --extra parquet --python $(PY)
 	touch $@
 
 ## demo: set up, then run notebooks/quickstart.ipynb on the embedded server (prints every output)

@@ -191,6 +191,54 @@ class HistoryTable:
                 f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
+class ChangeSummary(dict[str, Any]):
+    """An import or restore summary (the dict the API returns) that displays as a table of
+    its ``details``: one row per variable with what happened and why."""
+
+    def __init__(self, title: str, summary: dict[str, Any]) -> None:
+        super().__init__(summary)
+        self.title = title
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        out = []
+        for d in self.get("details", []):
+            why = d.get("reason") or ""
+            if not why and "to_version" in d:
+                why = (f"version {d['from_version']} -> {d['to_version']}" if "from_version" in d
+                       else f"back under its old id as version {d['to_version']}")
+                if "value_of_version" in d:
+                    why += f" (the value of version {d['value_of_version']})"
+            out.append((str(d.get("name") or "-"), str(d["action"]), _clip(why, 100)))
+        return out
+
+    def headline(self) -> str:
+        if "imported" in self:
+            text = (f"{self['imported']} imported, {self['skipped']} skipped, "
+                    f"{self['errors']} errors")
+        else:
+            text = (f"{len(self['set'])} set, {len(self['recreated'])} recreated, "
+                    f"{len(self['deleted'])} deleted, {len(self['unchanged'])} unchanged")
+        if self.get("dry_run"):
+            return f"{self.title} (dry run, nothing changed): {text}"
+        return f"{self.title}: {text}" + (f" at revision {self['revision']}"
+                                          if self.get("revision") else "")
+
+    def __repr__(self) -> str:
+        rows = [("variable", "action", "why"), *self.rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                 for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join([self.headline(), *lines]) if self.rows() else self.headline()
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in ("variable", "action", "why"))
+        body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{escape(c)}</td>"
+                                        for c in row) + "</tr>" for row in self.rows())
+        return (f"<table class='dspex-summary'><caption><b>{escape(self.headline())}</b>"
+                f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
 class DependencyTable:
     """``get_dependencies`` / ``get_dependents`` as a table (``%var deps``, CLI ``deps``)."""
 

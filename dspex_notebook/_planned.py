@@ -16,19 +16,12 @@ from ._errors import Unsupported
 
 #: SessionContext methods of variables-api-spec.md not built yet -> the feature they belong to
 METHODS = {
-    "export_variables": "export/import",
-    "import_variables": "export/import",
-    "restore_session": "restore to a revision",
     "create_variable_aware_optimizer": "the DSPy bridge",
     "sync_dspy_parameters": "the DSPy bridge",
 }
 
 #: ``%var WORD`` / ``dspex-notebook WORD`` commands not built yet -> feature
-COMMANDS = {
-    "export": "export/import",
-    "import": "export/import",
-    "restore": "restore to a revision",
-}
+COMMANDS: dict[str, str] = {}  # every command of the spec exists now
 
 
 def not_yet(feature: str) -> Unsupported:

@@ -314,7 +314,8 @@ class SessionContext(DependencyMethods, PermissionsMixin):
 
     async def get_variables(self, names: Iterable[str], defaults: Mapping[str, Any] | None = None,
                             include_metadata: bool = False,
-                            include_stats: bool = False) -> dict[str, Any]:
+                            include_stats: bool = False, *,
+                            at_revision: int | None = None) -> dict[str, Any]:
         """Return several variables in one round trip, as one consistent snapshot.
 
         Served from the cache only when every value is cached and all were current at one
@@ -328,10 +329,24 @@ class SessionContext(DependencyMethods, PermissionsMixin):
                 the bare value (always read from the server).
             include_stats: add ``"stats"`` (as :meth:`get_variable_stats`) per name; implies
                 the ``{"value": ...}`` form.
+            at_revision: read the variables as they were at this store revision (a write's
+                revision, ``session.last_revision``, a history entry's ``revision``) instead of
+                now: one consistent snapshot from the server's change log, never cached.
+                ``include_stats`` is not available for past revisions.
 
         Raises:
-            VariableNotFoundError: some names do not exist and have no default (all are named).
+            VariableNotFoundError: some names do not exist (at that revision) and have no
+                default (all are named).
+            Compacted (a LookupError): ``at_revision`` is older than the server keeps
+                (``serve --retain-revisions``); the message names the oldest revision kept.
+            InvalidArgument: ``at_revision`` is negative or ahead of the store.
         """
+        if at_revision is not None:
+            if include_stats:
+                raise InvalidArgument("include_stats is not available with at_revision")
+            from ._transfer import variables_at
+
+            return await variables_at(self, names, at_revision, defaults, include_metadata)
         names = list(names)
         defaults = defaults or {}
         result: dict[str, Any] = {}
@@ -615,6 +630,87 @@ class SessionContext(DependencyMethods, PermissionsMixin):
         self._remember(var, variable)
         self._put(variable, var.value, rev, rev)
         return int(var.version)
+
+    # ------------------------------------------------------------------------------------------
+    # export/import and revisions (logic in _transfer.py)
+
+    async def export_variables(self, format: str = "json", include_history: bool = False,
+                               include_dependencies: bool = True,
+                               filter_pattern: str | None = None) -> bytes:
+        """Export the session's variables (type, value, constraints, metadata, version, and
+        with ``include_history`` their kept history) as one document.
+
+        Parameters:
+            format: ``'json'``, ``'yaml'``, ``'parquet'`` (needs ``pyarrow``) or ``'pickle'``.
+            include_history: add each variable's kept history entries.
+            include_dependencies: add the dependency graph when the server has one.
+            filter_pattern: a regular expression (RE2 syntax) searched in each name,
+                e.g. ``r'.*model.*'`` or ``'^temp'``.
+
+        Returns:
+            The document as bytes (docs/api.md, "Export and import", describes it).
+
+        Raises:
+            InvalidArgument: unknown format, or a pattern RE2 refuses (the message says why).
+            ResourceLimitExceeded: the export would exceed a message; narrow the pattern.
+            Unsupported: ``parquet`` without pyarrow installed.
+        """
+        from ._transfer import export_variables
+
+        return await export_variables(self, format, include_history, include_dependencies,
+                                      filter_pattern)
+
+    async def import_variables(self, data: bytes, format: str = "json",
+                               merge_strategy: str = "replace", dry_run: bool = False, *,
+                               allow_pickle: bool = False) -> dict[str, Any]:
+        """Import an export document as ONE write (one revision; all or nothing).
+
+        Parameters:
+            data: the exported bytes.
+            format: the format of ``data`` (as :meth:`export_variables`).
+            merge_strategy: for a variable that exists: ``'replace'`` (the document's
+                definition wins), ``'keep'`` (the session's stays) or ``'merge'`` (dicts
+                merged by key, lists united, other types take the document's value; the
+                session's type and constraints stay). docs/api.md has the details.
+            dry_run: only report what would happen; nothing changes.
+            allow_pickle: accept ``format='pickle'`` (refused otherwise). Even then only
+                plain data is rebuilt; a pickle that refers to any class or function is refused
+                without running anything.
+
+        Returns:
+            ``{'imported': n, 'skipped': n, 'errors': n, 'details': [{'name', 'action',
+            'reason'}, ...], 'revision': r, 'dry_run': bool, ...}``; ``action`` is
+            ``create``, ``replace``, ``merge``, ``skip`` or ``error``.
+
+        Raises:
+            InvalidArgument: malformed data (the message says where), pickle not allowed, or
+                (not a dry run) some variables have errors: then nothing was imported.
+            ResourceLimitExceeded: the data is too large.
+        """
+        from ._transfer import import_variables
+
+        return await import_variables(self, data, format, merge_strategy, dry_run, allow_pickle)
+
+    async def restore_session(self, revision: int, dry_run: bool = False) -> dict[str, Any]:
+        """Set every variable of the session back to its value at store ``revision``, as ONE
+        new revision (history stays append-only). Variables deleted or re-registered since
+        come back under their id of then; variables created after ``revision`` are deleted
+        (their history is kept, so restoring the revision before this restore undoes it).
+
+        Returns:
+            ``{'restored_to': R, 'revision': new revision (0 for a dry run or no change),
+            'set': [...], 'recreated': [...], 'deleted': [...], 'unchanged': [...],
+            'details': [...], 'dry_run': bool}``.
+
+        Raises:
+            Compacted (a LookupError): ``revision`` is older than the server keeps.
+            InvalidArgument: ``revision`` is negative or ahead of the store.
+            OptimizationConflict (a ValueError): an optimization run holds a variable the
+                restore would change (named); nothing changed.
+        """
+        from ._transfer import restore_session
+
+        return await restore_session(self, revision, dry_run)
 
     # ------------------------------------------------------------------------------------------
     # watches

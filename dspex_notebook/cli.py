@@ -10,6 +10,9 @@
     dspex-notebook stats [NAME] [--json] [--session S] ...
     dspex-notebook status NAME | stop NAME | trials NAME [--limit N] [--json]   (optimization runs)
     dspex-notebook history NAME [--limit N] [--json] | rollback NAME VERSION [--reason TEXT]
+    dspex-notebook export [FILE] [--format F] [--history] [--pattern REGEX]
+    dspex-notebook import FILE [--strategy replace|keep|merge] [--dry-run] [--allow-pickle]
+    dspex-notebook restore REV [--dry-run]                 (see dspex_notebook/_cli_transfer.py)
     dspex-notebook plot NAME --out FILE.png [--kind trials|values]   (a static figure)
     dspex-notebook deps NAME [--transitive] [--dependents] [--json]
                    | deps NAME --add OTHER [--type T] [--metadata JSON] | deps NAME --remove OTHER
@@ -523,6 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
     dspy_.add_argument("--json", action="store_true")
     client_options(dspy_)
     dspy_.set_defaults(func=_dspy)
+
+    from ._cli_transfer import add_parsers
+
+    add_parsers(sub, client_options, _client)
 
     for name, text in (("enable", "load the extension in every new IPython kernel"),
                        ("disable", "stop loading the extension in new kernels")):

@@ -43,3 +43,10 @@ async def session(server, request):
     async with session_for(server, f"t-{request.node.name}"[:200]) as ctx:
         yield ctx
         await ctx.cleanup()
+
+
+@pytest.fixture
+def requires():
+    """:func:`require` as a fixture, for test modules that cannot import this conftest by
+    name (a ``tests/notebook/conftest.py`` may shadow it in a mixed run)."""
+    return require

@@ -1194,6 +1194,95 @@ class RollbackVariableResponse(_message.Message):
     revision: int
     def __init__(self, success: _Optional[bool] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ..., error_message: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
 
+class ExportVariablesRequest(_message.Message):
+    __slots__ = ("session_id", "pattern", "include_history", "include_dependencies")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    pattern: str
+    include_history: bool
+    include_dependencies: bool
+    def __init__(self, session_id: _Optional[str] = ..., pattern: _Optional[str] = ..., include_history: _Optional[bool] = ..., include_dependencies: _Optional[bool] = ...) -> None: ...
+
+class ExportVariablesResponse(_message.Message):
+    __slots__ = ("document_json", "revision", "variable_count")
+    DOCUMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    document_json: bytes
+    revision: int
+    variable_count: int
+    def __init__(self, document_json: _Optional[bytes] = ..., revision: _Optional[int] = ..., variable_count: _Optional[int] = ...) -> None: ...
+
+class ImportVariablesRequest(_message.Message):
+    __slots__ = ("session_id", "document_json", "merge_strategy", "dry_run")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    MERGE_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    document_json: bytes
+    merge_strategy: str
+    dry_run: bool
+    def __init__(self, session_id: _Optional[str] = ..., document_json: _Optional[bytes] = ..., merge_strategy: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class ImportVariablesResponse(_message.Message):
+    __slots__ = ("summary_json", "revision")
+    SUMMARY_JSON_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    summary_json: str
+    revision: int
+    def __init__(self, summary_json: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class GetVariablesAtRequest(_message.Message):
+    __slots__ = ("session_id", "variable_identifiers", "revision")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    variable_identifiers: _containers.RepeatedScalarFieldContainer[str]
+    revision: int
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifiers: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class GetVariablesAtResponse(_message.Message):
+    __slots__ = ("variables", "missing_variables", "revision", "compact_revision")
+    class VariablesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Variable
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Variable, _Mapping]] = ...) -> None: ...
+    VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    MISSING_VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    variables: _containers.MessageMap[str, Variable]
+    missing_variables: _containers.RepeatedScalarFieldContainer[str]
+    revision: int
+    compact_revision: int
+    def __init__(self, variables: _Optional[_Mapping[str, Variable]] = ..., missing_variables: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., compact_revision: _Optional[int] = ...) -> None: ...
+
+class RestoreSessionRequest(_message.Message):
+    __slots__ = ("session_id", "revision", "dry_run")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    revision: int
+    dry_run: bool
+    def __init__(self, session_id: _Optional[str] = ..., revision: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class RestoreSessionResponse(_message.Message):
+    __slots__ = ("summary_json", "revision")
+    SUMMARY_JSON_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    summary_json: str
+    revision: int
+    def __init__(self, summary_json: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
 class SetVariablePermissionsRequest(_message.Message):
     __slots__ = ("session_id", "variable_identifier", "rules_json")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

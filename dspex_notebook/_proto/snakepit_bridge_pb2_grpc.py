@@ -195,6 +195,26 @@ class BridgeServiceStub:
                 request_serializer=snakepit__bridge__pb2.OptimizationQuery.SerializeToString,
                 response_deserializer=snakepit__bridge__pb2.OptimizationReply.FromString,
                 _registered_method=True)
+        self.ExportVariables = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/ExportVariables',
+                request_serializer=snakepit__bridge__pb2.ExportVariablesRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.ExportVariablesResponse.FromString,
+                _registered_method=True)
+        self.ImportVariables = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/ImportVariables',
+                request_serializer=snakepit__bridge__pb2.ImportVariablesRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.ImportVariablesResponse.FromString,
+                _registered_method=True)
+        self.GetVariablesAt = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/GetVariablesAt',
+                request_serializer=snakepit__bridge__pb2.GetVariablesAtRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.GetVariablesAtResponse.FromString,
+                _registered_method=True)
+        self.RestoreSession = channel.unary_unary(
+                '/snakepit.bridge.BridgeService/RestoreSession',
+                request_serializer=snakepit__bridge__pb2.RestoreSessionRequest.SerializeToString,
+                response_deserializer=snakepit__bridge__pb2.RestoreSessionResponse.FromString,
+                _registered_method=True)
         self.RemoveDependency = channel.unary_unary(
                 '/snakepit.bridge.BridgeService/RemoveDependency',
                 request_serializer=snakepit__bridge__pb2.RemoveDependencyRequest.SerializeToString,
@@ -426,6 +446,32 @@ class BridgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportVariables(self, request, context):
+        """dspex: export/import of a session's variables as one versioned document (docs/api.md)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportVariables(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVariablesAt(self, request, context):
+        """dspex: revisions as a user feature: read a snapshot as of a store revision, restore to one
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RemoveDependency(self, request, context):
         """dspex: dependencies between variables (AddDependency above adds one), docs/api.md
         """
@@ -620,6 +666,26 @@ def add_BridgeServiceServicer_to_server(servicer, server):
                     servicer.KeepAliveOptimization,
                     request_deserializer=snakepit__bridge__pb2.OptimizationQuery.FromString,
                     response_serializer=snakepit__bridge__pb2.OptimizationReply.SerializeToString,
+            ),
+            'ExportVariables': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportVariables,
+                    request_deserializer=snakepit__bridge__pb2.ExportVariablesRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.ExportVariablesResponse.SerializeToString,
+            ),
+            'ImportVariables': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportVariables,
+                    request_deserializer=snakepit__bridge__pb2.ImportVariablesRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.ImportVariablesResponse.SerializeToString,
+            ),
+            'GetVariablesAt': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVariablesAt,
+                    request_deserializer=snakepit__bridge__pb2.GetVariablesAtRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.GetVariablesAtResponse.SerializeToString,
+            ),
+            'RestoreSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreSession,
+                    request_deserializer=snakepit__bridge__pb2.RestoreSessionRequest.FromString,
+                    response_serializer=snakepit__bridge__pb2.RestoreSessionResponse.SerializeToString,
             ),
             'RemoveDependency': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveDependency,
@@ -1511,6 +1577,114 @@ class BridgeService:
             '/snakepit.bridge.BridgeService/KeepAliveOptimization',
             snakepit__bridge__pb2.OptimizationQuery.SerializeToString,
             snakepit__bridge__pb2.OptimizationReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportVariables(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/ExportVariables',
+            snakepit__bridge__pb2.ExportVariablesRequest.SerializeToString,
+            snakepit__bridge__pb2.ExportVariablesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportVariables(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/ImportVariables',
+            snakepit__bridge__pb2.ImportVariablesRequest.SerializeToString,
+            snakepit__bridge__pb2.ImportVariablesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVariablesAt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/GetVariablesAt',
+            snakepit__bridge__pb2.GetVariablesAtRequest.SerializeToString,
+            snakepit__bridge__pb2.GetVariablesAtResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/snakepit.bridge.BridgeService/RestoreSession',
+            snakepit__bridge__pb2.RestoreSessionRequest.SerializeToString,
+            snakepit__bridge__pb2.RestoreSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -406,6 +406,37 @@ class Bridge:
                                  values=True)
         return variable_from_pb(reply.variable), reply.revision
 
+    async def export_variables(self, session_id: str, pattern: str, include_history: bool,
+                               include_dependencies: bool) -> bytes:
+        """The export document (UTF-8 JSON, ``server/io_document.py``)."""
+        req = pb.ExportVariablesRequest(session_id=session_id, pattern=pattern,
+                                        include_history=include_history,
+                                        include_dependencies=include_dependencies)
+        return bytes((await self._call("ExportVariables", req, "ExportVariables")).document_json)
+
+    async def import_variables(self, session_id: str, document: bytes, strategy: str,
+                               dry_run: bool) -> dict[str, Any]:
+        """The import summary (``imported``, ``skipped``, ``errors``, ``details``, ...)."""
+        req = pb.ImportVariablesRequest(session_id=session_id, document_json=document,
+                                        merge_strategy=strategy, dry_run=dry_run)
+        reply = await self._call("ImportVariables", req, "ImportVariables")
+        return dict(json.loads(reply.summary_json))
+
+    async def get_variables_at(self, session_id: str, idents: Sequence[str],
+                               revision: int) -> tuple[dict[str, Any], list[str]]:
+        """``({ident: Variable as of revision}, missing)``."""
+        req = pb.GetVariablesAtRequest(session_id=session_id, variable_identifiers=idents,
+                                       revision=revision)
+        reply = await self._call("GetVariablesAt", req, "GetVariablesAt", values=True)
+        found = {ident: variable_from_pb(v) for ident, v in reply.variables.items()}
+        return found, list(reply.missing_variables)
+
+    async def restore_session(self, session_id: str, revision: int,
+                              dry_run: bool) -> dict[str, Any]:
+        req = pb.RestoreSessionRequest(session_id=session_id, revision=revision, dry_run=dry_run)
+        reply = await self._call("RestoreSession", req, "RestoreSession")
+        return dict(json.loads(reply.summary_json))
+
     async def delete_variable(self, session_id: str, ident: str, force: bool = False) -> int:
         req = pb.DeleteVariableRequest(session_id=session_id, variable_identifier=ident,
                                        force=force)

@@ -20,6 +20,8 @@ from .._errors import DspexError, VariableExistsError, a_or_an
 from .._planned import COMMANDS as PLANNED
 from .._planned import not_yet
 from . import commands
+from .io_magics import USAGE as TRANSFER_USAGE
+from .io_magics import TransferMagics
 
 USAGE = """\
 %var                                  list the session's variables (table)
@@ -50,6 +52,7 @@ USAGE = """\
 %var permissions NAME [--set RULES] [--check PERMISSION [--as SESSION]]
                                       show / set (YAML: [{session_pattern: 'bob_*', permissions:
                                       [read]}], [] for none) / check a variable's access rules
+""" + TRANSFER_USAGE + """\
 %var optimize NAME --objective FUNC [--optimizer bayesian] [--max-iterations N] [--config YAML]
                                       start a server-held run; FUNC(value) -> float or dict;
                                       shows its live panel (--no-panel: just the run id)
@@ -66,12 +69,12 @@ USAGE = """\
 
 
 SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
-               "cache", "optimize", "status", "stop", "history", "rollback", "deps", "permissions",
-               "dspy", "help", "widget", "slider")
+               "cache", "optimize", "status", "stop", "history", "rollback", "deps", "export",
+               "import", "restore", "permissions", "dspy", "help", "widget", "slider")
 #: what completion offers after ``%var `` (aliases left out)
 COMPLETED = ("list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
-             "status", "stop", "history", "rollback", "deps", "permissions", "dspy", "help",
-             "widget")
+             "status", "stop", "history", "rollback", "deps", "export", "import", "restore",
+             "permissions", "dspy", "help", "widget")
 
 
 def _help(topic: str) -> str:
@@ -129,7 +132,7 @@ def _register_parser() -> _Parser:
 
 
 @magics_class
-class DspexMagics(Magics):
+class DspexMagics(TransferMagics, Magics):
     """``%var`` magics bound to one session (see :data:`USAGE`)."""
 
     address = Unicode(None, allow_none=True,
@@ -239,6 +242,12 @@ class DspexMagics(Magics):
             return self.rollback(rest)
         if head == "deps":
             return self.deps(rest)
+        if head == "export":
+            return self.export(rest)
+        if head == "import":
+            return self.import_(rest)
+        if head == "restore":
+            return self.restore(rest)
         if head == "permissions":
             return self.permissions(rest)
         if head in ("status", "stop"):

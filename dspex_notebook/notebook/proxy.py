@@ -133,9 +133,10 @@ class NotebookSession:
 
     async def get_variables(self, names: Iterable[str], defaults: Mapping[str, Any] | None = None,
                             include_metadata: bool = False,
-                            include_stats: bool = False) -> dict[str, Any]:
+                            include_stats: bool = False, *,
+                            at_revision: int | None = None) -> dict[str, Any]:
         return await self.portal.call(self.context.get_variables(
-            list(names), defaults, include_metadata, include_stats))
+            list(names), defaults, include_metadata, include_stats, at_revision=at_revision))
 
     async def list_variables(self, pattern: str | None = None) -> list[Variable]:
         return await self.portal.call(self.context.list_variables(pattern))
@@ -184,6 +185,21 @@ class NotebookSession:
     async def rollback_variable(self, variable: str, version: int,
                                 reason: str | None = None) -> int:
         return await self.portal.call(self.context.rollback_variable(variable, version, reason))
+
+    async def export_variables(self, format: str = "json", include_history: bool = False,
+                               include_dependencies: bool = True,
+                               filter_pattern: str | None = None) -> bytes:
+        return await self.portal.call(self.context.export_variables(
+            format, include_history, include_dependencies, filter_pattern))
+
+    async def import_variables(self, data: bytes, format: str = "json",
+                               merge_strategy: str = "replace", dry_run: bool = False, *,
+                               allow_pickle: bool = False) -> dict[str, Any]:
+        return await self.portal.call(self.context.import_variables(
+            data, format, merge_strategy, dry_run, allow_pickle=allow_pickle))
+
+    async def restore_session(self, revision: int, dry_run: bool = False) -> dict[str, Any]:
+        return await self.portal.call(self.context.restore_session(revision, dry_run))
 
     # -- dependencies ------------------------------------------------------------------------
 

@@ -367,6 +367,92 @@ def attacks(session: str) -> list[tuple[str, str, bytes, grpc.StatusCode]]:
     add(("2,000,000-char glob", "ListVariables",
          pb.ListVariablesRequest(session_id=session, pattern="*a" * 1_000_000).SerializeToString(),
          S.INVALID_ARGUMENT))
+    out += io_attacks(session)
+    return out
+
+
+def _document(variables: object, **extra: object) -> bytes:
+    return json.dumps({"format": "dspex-notebook/export", "version": 1, "variables": variables,
+                       **extra}).encode()
+
+
+def _import(session: str, document: bytes, strategy: str = "replace", dry_run: bool = False) -> bytes:
+    return pb.ImportVariablesRequest(session_id=session, document_json=document,
+                                     merge_strategy=strategy, dry_run=dry_run).SerializeToString()
+
+
+def io_attacks(session: str) -> list[tuple[str, str, bytes, grpc.StatusCode]]:
+    """Hostile export/import/revision requests, each refused (the store stays unchanged)."""
+    long_id = "x" * 300
+    out: list[tuple[str, str, bytes, grpc.StatusCode]] = []
+    add = out.append
+    for method, body in (
+        ("ExportVariables", pb.ExportVariablesRequest(session_id=long_id)),
+        ("ImportVariables", pb.ImportVariablesRequest(session_id=long_id)),
+        ("GetVariablesAt", pb.GetVariablesAtRequest(session_id=session, variable_identifiers=[long_id])),
+        ("RestoreSession", pb.RestoreSessionRequest(session_id=long_id)),
+    ):
+        add((f"{method} with an over-long identifier", method, body.SerializeToString(),
+             S.INVALID_ARGUMENT))
+    add(("export pattern with a backreference", "ExportVariables",
+         pb.ExportVariablesRequest(session_id=session, pattern="(a)\\1").SerializeToString(),
+         S.INVALID_ARGUMENT))
+    add(("2,000-char export pattern", "ExportVariables",
+         pb.ExportVariablesRequest(session_id=session, pattern="a" * 2000).SerializeToString(),
+         S.INVALID_ARGUMENT))
+    add(("import over the 16 MiB message limit", "ImportVariables",
+         _import(session, b" " * (17 * MiB)), S.RESOURCE_EXHAUSTED))
+    add(("import document that is not JSON", "ImportVariables", _import(session, b"{\"format\": "),
+         S.INVALID_ARGUMENT))
+    add(("import document of invalid UTF-8", "ImportVariables", _import(session, b'{"a": "\xff"}'),
+         S.INVALID_ARGUMENT))
+    add(("import document nested 100,000 deep", "ImportVariables",
+         _import(session, b"[" * 100_000 + b"]" * 100_000), S.INVALID_ARGUMENT))
+    add(("import of a foreign JSON document", "ImportVariables", _import(session, b'{"a": 1}'),
+         S.INVALID_ARGUMENT))
+    add(("import document of a newer version", "ImportVariables",
+         _import(session, _document([], version=99)), S.INVALID_ARGUMENT))
+    add(("import variables not a list", "ImportVariables", _import(session, _document({"a": 1})),
+         S.INVALID_ARGUMENT))
+    add(("import with 20,000 variables", "ImportVariables",
+         _import(session, _document([{"name": f"v{i}", "type": "float", "value": 0.5}
+                                     for i in range(20_000)])), S.RESOURCE_EXHAUSTED))
+    add(("import with a SQL-quote name", "ImportVariables",
+         _import(session, _document([{"name": "x'; DROP TABLE variables; --", "type": "float",
+                                      "value": 1}])), S.INVALID_ARGUMENT))
+    add(("import of a value breaking its constraint", "ImportVariables",
+         _import(session, _document([{"name": "f", "type": "float", "value": 5.0,
+                                      "constraints": {"min": 0, "max": 1}}])), S.INVALID_ARGUMENT))
+    add(("import with history that is a number", "ImportVariables",
+         _import(session, _document([{"name": "n", "type": "float", "value": 0.5,
+                                      "history": 7}])), S.INVALID_ARGUMENT))
+    add(("import of an embedding with bad base64", "ImportVariables",
+         _import(session, _document([{"name": "e", "type": "embedding",
+                                      "value": {"dtype": "float32", "shape": [2], "base64": "!!"}}])),
+         S.INVALID_ARGUMENT))
+    add(("import of an embedding whose bytes do not fit its shape", "ImportVariables",
+         _import(session, _document([{"name": "e", "type": "embedding",
+                                      "value": {"dtype": "float32", "shape": [1000000],
+                                                "base64": "AAAAAA=="}}])), S.INVALID_ARGUMENT))
+    add(("import of an object dtype", "ImportVariables",
+         _import(session, _document([{"name": "e", "type": "tensor",
+                                      "value": {"dtype": "object", "shape": [1],
+                                                "base64": "AAAAAAAAAAA="}}])), S.INVALID_ARGUMENT))
+    add(("unknown merge strategy", "ImportVariables", _import(session, _document([]), "drop"),
+         S.INVALID_ARGUMENT))
+    add(("read at a negative revision", "GetVariablesAt",
+         pb.GetVariablesAtRequest(session_id=session, revision=-1).SerializeToString(),
+         S.INVALID_ARGUMENT))
+    add(("read at a revision from the future", "GetVariablesAt",
+         pb.GetVariablesAtRequest(session_id=session, revision=2**62).SerializeToString(),
+         S.INVALID_ARGUMENT))
+    add(("restore to a revision from the future", "RestoreSession",
+         pb.RestoreSessionRequest(session_id=session, revision=2**62).SerializeToString(),
+         S.INVALID_ARGUMENT))
+    add(("GetVariablesAt with 1,000,000 identifiers", "GetVariablesAt",
+         pb.GetVariablesAtRequest(session_id=session,
+                                  variable_identifiers=[str(i) for i in range(1_000_000)]).SerializeToString(),
+         S.RESOURCE_EXHAUSTED))
     return out
 
 

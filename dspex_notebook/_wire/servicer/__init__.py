@@ -4,6 +4,7 @@
 * ``variables.py``: sessions and variables (unary RPCs);
 * ``watch.py``: ``Watch``, ``WatchVariables`` (v0.4.x) and ``GetVariableStats``;
 * ``optimization.py``: server-held optimization runs (start/stop, ask/tell, status, trials);
+* ``io.py``: export/import documents and revisions (read at a revision, restore);
 * ``dependencies.py``: dependencies between variables (add, remove, list);
 * ``access.py``: access rules of variables (set, get, check).
 """
@@ -14,6 +15,7 @@ from ..._proto import snakepit_bridge_pb2_grpc as pb_grpc
 from .access import AccessHandlers
 from .base import MalformedRequest, lenient_deserializer, unsupported
 from .dependencies import DependencyHandlers
+from .io import IOHandlers
 from .optimization import OptimizationHandlers
 from .variables import VariableHandlers
 from .watch import WatchHandlers
@@ -22,6 +24,7 @@ __all__ = ["BridgeServicer", "MalformedRequest", "lenient_deserializer"]
 
 
 class BridgeServicer(VariableHandlers, WatchHandlers, OptimizationHandlers, AccessHandlers,
+                     IOHandlers,
                      DependencyHandlers,
                      pb_grpc.BridgeServiceServicer):
     """``snakepit.bridge.BridgeService`` backed by a :class:`~...server.store.Store`."""

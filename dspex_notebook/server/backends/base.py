@@ -146,6 +146,8 @@ class Put:
     op: str  # "register" | "set"
     changed_by: str
     metadata: dict[str, str]
+    #: the change-log entry's time when it is not the commit's (an import replaying history)
+    ts: float | None = None
 
 
 @dataclass(slots=True)
@@ -199,7 +201,7 @@ class Commit:
         rows = [
             HistoryRow(p.var.id, p.var.session_id, p.var.name, p.var.type, p.var.version, revision,
                        p.op, p.var.type_url, p.var.data, p.var.binary, p.var.constraints_json,
-                       self.ts, p.changed_by, p.metadata)
+                       self.ts if p.ts is None else p.ts, p.changed_by, p.metadata)
             for p in self.puts
         ]
         rows += [

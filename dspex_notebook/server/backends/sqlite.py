@@ -308,7 +308,8 @@ class SQLiteBackend(Backend):
 
     def history(self, var_id: str, limit: int = 100, offset: int = 0) -> list[HistoryRow]:
         rows = self._db.execute(
-            f"SELECT {_HIST_COLS} FROM history WHERE var_id=? ORDER BY revision DESC LIMIT ? OFFSET ?",
+            f"SELECT {_HIST_COLS} FROM history WHERE var_id=?"
+            " ORDER BY revision DESC, rowid DESC LIMIT ? OFFSET ?",
             (var_id, limit, offset),
         ).fetchall()
         return [_hist(r) for r in rows]
@@ -353,7 +354,10 @@ class SQLiteBackend(Backend):
             " ORDER BY revision, rowid",
             (session_id, revision),
         ).fetchall()
-        return [_hist(r) for r in rows if r[6] != "delete"]
+        # one revision may hold several rows of a variable (an import replaying its history):
+        # the last one (highest rowid) is its state at that revision
+        newest = {r[0]: r for r in rows}
+        return [_hist(r) for r in newest.values() if r[6] != "delete"]
 
     def touch_sessions(self, last_access: dict[str, float]) -> None:
         self._db.executemany(

@@ -427,7 +427,7 @@ def test_tab_completion(temp):
     assert complete(line_buffer="%var te") == ("te", ["temperature"])
     assert complete(line_buffer="%var info te") == ("te", ["temperature"])
     assert complete(line_buffer="%var del t") == ("t", ["temperature", "top_k"])
-    assert complete(line_buffer="%var r") == ("r", ["register", "rollback"])
+    assert complete(line_buffer="%var r") == ("r", ["register", "restore", "rollback"])
     assert complete(line_buffer="%%var te") == ("te", ["temperature"])
     _, offered = complete(line_buffer="%var ")
     assert {"list", "info", "register", "del", "help", "temperature", "top_k"} <= set(offered)

@@ -1,7 +1,7 @@
 """The ``dspex-notebook deps`` and ``delete`` commands (kept beside ``cli.py``, which stays a
 list of small commands)::
 
-    dspex-notebook deps NAME [--transitive] [--dependents] [--json]
+    dspex-notebook deps NAME [--transitive] [--dependents] [--json] | deps NAME --graph FILE.png
     dspex-notebook deps NAME --add OTHER [--type T] [--metadata JSON] | --remove OTHER
     dspex-notebook delete NAME [NAME ...] [--force]
 """
@@ -20,6 +20,14 @@ def _deps(args: argparse.Namespace) -> int:
     from .notebook.commands import dependency_metadata
 
     async def work(ctx: Any) -> int:
+        if args.graph:
+            from .plotting.graph import dependency_figure
+
+            ups = await ctx.get_dependencies(args.name, True)
+            downs = await ctx.get_dependents(args.name, True)
+            dependency_figure(args.name, ups, downs).savefig(args.graph, format="png")
+            print(f"{args.name}: {len(ups)} dependencies, {len(downs)} dependents -> {args.graph}")
+            return 0
         if args.add:
             await ctx.add_dependency(args.name, args.add, args.type,
                                      dependency_metadata(args.metadata))
@@ -67,6 +75,8 @@ def add_commands(sub: Any, client_options: Callable[[argparse.ArgumentParser], N
     deps.add_argument("--metadata", default=None, metavar="JSON",
                       help="the dependency's metadata with --add: a JSON object of scalars")
     deps.add_argument("--json", action="store_true", help="the list as JSON")
+    deps.add_argument("--graph", default=None, metavar="FILE.png",
+                      help="write a figure of the graph (dependencies left, dependents right)")
     client_options(deps)
     deps.set_defaults(func=_deps)
 

@@ -36,6 +36,9 @@ cells = [
     new_markdown_cell("Transitive lists (breadth first, each variable once) show as tables:"),
     new_code_cell("%var deps sampler --transitive"),
     new_code_cell("%var deps base_temperature --dependents --transitive"),
+    new_markdown_cell("`--graph` draws it: what a variable depends on to its left, what depends "
+                      "on it to its right, arrows the way data flows, coloured by edge type."),
+    new_code_cell("%var deps sampler --graph"),
     new_markdown_cell("## Cycles are refused, naming the cycle"),
     new_code_cell(
         "try:\n"

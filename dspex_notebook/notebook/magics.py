@@ -46,6 +46,7 @@ USAGE = """\
                                       write VERSION's value as a new version
 %var deps NAME [--transitive] [--dependents]
                                       what NAME depends on (or what depends on it), a table
+%var deps NAME --graph                a figure: dependencies left, dependents right, all depths
 %var deps NAME --add OTHER [--type data|constraint|optimization] [--metadata JSON]
                                       NAME depends on OTHER from now on (cycles are refused)
 %var deps NAME --remove OTHER         NAME no longer depends on OTHER
@@ -405,7 +406,17 @@ class DspexMagics(TransferMagics, Magics):
         p.add_argument("--remove", metavar="OTHER")
         p.add_argument("--type", default="data")
         p.add_argument("--metadata", default=None)
+        p.add_argument("--graph", action="store_true")
         ns = p.parse_args(argv)
+        if ns.graph:  # a picture of both directions, all depths (plotting/graph.py)
+            from IPython.display import Image
+
+            from ..plotting.graph import dependency_figure
+            from ..plotting.render import png
+
+            ups = self._run(self._ctx.get_dependencies(ns.name, True))
+            downs = self._run(self._ctx.get_dependents(ns.name, True))
+            return Image(data=png(dependency_figure(ns.name, ups, downs)), format="png")
         if ns.add and ns.remove:
             raise UsageError("%var deps: --add or --remove, not both")
         if ns.add:

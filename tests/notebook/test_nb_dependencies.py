@@ -129,3 +129,47 @@ def test_cli_deps_and_delete(published, capsys):
     code, out, _ = run(capsys, "deps", "b", "-q")
     assert (code, out) == (0, "what b depends on: nothing\n")
     assert run(capsys, "deps", "c", "--remove", "b", "-q") == (0, "c no longer depends on b\n", "")
+
+
+# ----------------------------------------------------------------------------------------------
+# the dependency-graph figure (issue 13 item 4)
+
+
+def test_layered_layout_and_figure_draw_the_graph():
+    from dspex_notebook.plotting.graph import EDGE_COLORS, dependency_figure, layered_layout
+
+    ups = [{"name": "b", "type": "data", "depth": 1, "via": "c"},
+           {"name": "x", "type": "constraint", "depth": 1, "via": "c"},
+           {"name": "a", "type": "data", "depth": 2, "via": "b"}]
+    downs = [{"name": "d", "type": "optimization", "depth": 1, "via": "c"}]
+    layout = layered_layout("c", ups, downs)
+    assert layout.positions == {"c": (0.0, 0.0), "b": (-1.0, 0.5), "x": (-1.0, -0.5),
+                                "a": (-2.0, 0.0), "d": (1.0, 0.0)}
+    assert layout.edges == [("b", "c", "data"), ("x", "c", "constraint"), ("a", "b", "data"),
+                            ("c", "d", "optimization")]  # arrows follow the data flow
+    fig = dependency_figure("c", ups, downs)
+    ax = fig.axes[0]
+    labels = {t.get_text(): t.get_position() for t in ax.texts if t.get_text()}
+    assert labels == layout.positions
+    arrows = [(a.xyann, a.xy, a.arrow_patch.get_edgecolor()) for a in ax.texts
+              if hasattr(a, "arrow_patch") and a.arrow_patch is not None]
+    from matplotlib.colors import to_rgba
+
+    assert sorted((src, dst, c) for src, dst, c in arrows) == sorted(
+        (layout.positions[s], layout.positions[d], to_rgba(EDGE_COLORS[k]))
+        for s, d, k in layout.edges)
+
+
+def test_graph_from_the_magic(graph):
+    from IPython.display import Image
+
+    picture = var(graph, "deps mid --graph")
+    assert isinstance(picture, Image) and picture.data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_graph_from_the_cli(published, capsys, tmp_path):
+    run(capsys, "deps", "b", "--add", "a", "-q")
+    out_file = tmp_path / "g.png"
+    code, out, _ = run(capsys, "deps", "b", "--graph", str(out_file), "-q")
+    assert code == 0 and out == f"b: 1 dependencies, 0 dependents -> {out_file}\n"
+    assert out_file.read_bytes()[:4] == b"\x89PNG"

@@ -256,17 +256,19 @@ async def test_bad_documents_say_where_and_change_nothing(server):
         assert (await s.ping())["revision"] == rev
 
 
-async def test_optional_sections_are_tolerated(server):
+async def test_optional_sections_are_optional(server):
+    """A document without dependencies/rules imports; one whose section names a variable that
+    is neither in the session nor in the document is refused as a whole (tests/test_io_sections.py
+    has the round trip)."""
     async with session_for(server, "o") as s:
         await s.register_variable("x", "integer", 1)
         doc = json.loads(await s.export_variables(include_dependencies=True))
-        assert "dependencies" not in doc and "rules" not in doc  # none on this server
-        doc["dependencies"] = [{"from": "x", "to": "y", "type": "data"}]
-        doc["rules"] = [{"variable": "x", "session_pattern": "any", "permissions": ["read"]}]
+        assert "dependencies" not in doc and "rules" not in doc  # none in this session
         summary = await s.import_variables(json.dumps(doc).encode(), dry_run=True)
-        assert summary["errors"] == 0
-        assert set(summary["sections"]) == {"dependencies", "rules"}
-        assert "not applied" in summary["sections"]["rules"]
+        assert summary["errors"] == 0 and summary["sections"] == {}
+        doc["dependencies"] = [{"from": "x", "to": "y", "type": "data"}]
+        with pytest.raises(dn.VariableNotFoundError, match="y"):
+            await s.import_variables(json.dumps(doc).encode(), dry_run=True)
 
 
 async def test_import_refuses_a_variable_an_optimization_holds(server):

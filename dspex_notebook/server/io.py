@@ -236,3 +236,6 @@ def refusal(summary: dict[str, Any]) -> InvalidArgument:
     more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
     return InvalidArgument(f"import refused, nothing was imported: {len(bad)} variable(s) have "
                            f"errors: {shown}{more} (dry_run=True lists every variable)")
+
+
+from . import io_sections  # noqa: E402,F401  (registers the dependencies and rules sections)

@@ -1,7 +1,6 @@
 """Write notebooks/history-and-access.ipynb from the cells below (edit here, then run this script).
 
-The last two sections (Dependencies, Access control) are left as headings for the features
-that land with them.
+Sections: history and rollback, revisions, export/import, dependencies, access control.
 """
 
 import nbformat
@@ -101,13 +100,36 @@ cells = [
          "                                     allow_pickle=True, dry_run=True)   # plain data only, never code\n"
          "print(\"pickle with allow_pickle:\", plain[\"errors\"], \"errors\")"),
     code("%var import {tmp}/backup.yaml --strategy keep --dry-run"),
-    code("await other.close()\n%unload_ext dspex_notebook"),
     md("## Dependencies\n\n"
-       "*(This section is filled in when dependencies land: `register_variable(dependencies=…)`, "
-       "`add_dependency`, `get_dependencies` / `get_dependents`, `%var deps`.)*"),
+       "A variable can depend on others (`data`, `constraint` or `optimization` edges). Cycles are "
+       "refused with the cycle named; deleting a variable others depend on is refused unless forced; "
+       "export/import carries the graph."),
+    code("await session.register_variable(\"base_lr\", \"float\", 0.1, replace=True)\n"
+         "await session.register_variable(\"warmup\", \"integer\", 100, replace=True)\n"
+         "await session.register_variable(\"schedule\", \"dict\", {\"lr\": 0.1, \"warmup\": 100},\n"
+         "                                dependencies=[\"base_lr\", \"warmup\"], replace=True)\n"
+         "[(d[\"name\"], d[\"type\"]) for d in await session.get_dependencies(\"schedule\")]"),
+    code("try:\n"
+         "    await session.add_dependency(\"base_lr\", \"schedule\")\n"
+         "except ValueError as exc:\n"
+         "    print(exc)"),
+    code("%var deps base_lr --dependents"),
+    code("%var deps schedule --graph"),
     md("## Access control\n\n"
-       "*(This section is filled in when access rules land: `set_variable_permissions`, "
-       "`check_variable_access`, principals.)*"),
+       "The owning session has every permission; another session reaches a variable by its id, "
+       "and only where a rule allows it."),
+    code("from dspex_notebook import AccessDenied\n"
+         "lr_id = (await session.get_variable_info(\"base_lr\")).id\n"
+         "try:\n"
+         "    await other.get_variable(lr_id)\n"
+         "except AccessDenied as exc:\n"
+         "    print(\"refused:\", exc)\n"
+         "await session.set_variable_permissions(\n"
+         "    \"base_lr\", [{\"session_pattern\": \"history-demo-*\", \"permissions\": [\"read\"]}])\n"
+         "print(\"read by id:\", await other.get_variable(lr_id))\n"
+         "print(\"may write?\", await other.check_variable_access(lr_id, \"write\"))"),
+    code("%var permissions base_lr"),
+    code("await other.close()\n%unload_ext dspex_notebook"),
 ]
 
 nb = new_notebook(cells=cells, metadata={

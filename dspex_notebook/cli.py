@@ -80,7 +80,7 @@ def _serve(args: argparse.Namespace) -> int:
         principals = load_principals(args.principals) if args.principals else None
         cfg = ServerConfig(db=MEMORY if args.memory else args.db, host=args.host, port=args.port,
                            token=token, retain_revisions=args.retain_revisions,
-                           principals=principals)
+                           principals=principals, retain_seconds=args.retain_seconds)
         cfg.check()
     except ValueError as exc:
         print(f"dspex-notebook serve: {exc}", file=sys.stderr)
@@ -421,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--retain-revisions", type=int, default=None, metavar="N",
                        help="keep the change log of the last N revisions and compact older ones "
                             "(default: keep all); watches further behind resync")
+    serve.add_argument("--retain-seconds", type=float, default=None, metavar="S",
+                       help="also compact what was committed more than S seconds ago (each "
+                            "variable's newest version always stays)")
     serve.set_defaults(func=_serve)
 
     lst = sub.add_parser("list", help="show running servers (from their runtime files)")

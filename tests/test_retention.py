@@ -39,3 +39,34 @@ def test_retention_compacts_in_steps_and_keeps_the_newest_rows(kind, tmp_path):
 def test_retain_revisions_must_be_positive():
     with pytest.raises(ValueError, match="at least 1"):
         ServerConfig(retain_revisions=0).check()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_retention_by_age_compacts_what_is_older_than_retain_seconds(kind, tmp_path):
+    backend = MemoryBackend() if kind == "memory" else SQLiteBackend(tmp_path / "a.sqlite3")
+    now = [1000.0]
+    store = Store(backend, clock=lambda: now[0], retain_seconds=60)
+    try:
+        store.init_session("p", "s", {})
+        store.register("p", "s", VariableSpec("x", "integer", 0))
+        for i in range(1, 6):  # five writes an hour ago
+            store.set("p", "s", "x", i, {})
+        old = store.revision
+        assert store.compact_revision == 0
+        now[0] += 3600
+        store.set("p", "s", "x", 6, {})  # a write now: what is older than 60 s goes
+        assert store.compact_revision == old
+        x = store.resolve("p", "s", "x")
+        assert [r.version for r in backend.history(x.id)] == [6, 5]  # the newest old row stays
+        with pytest.raises(Compacted):
+            backend.changes(old - 1)
+        now[0] += 5  # within the check interval (a tenth of 60 s): nothing more is compacted
+        store.set("p", "s", "x", 7, {})
+        assert store.compact_revision == old
+    finally:
+        store.close()
+
+
+def test_retain_seconds_must_be_positive():
+    with pytest.raises(ValueError, match="more than 0"):
+        ServerConfig(retain_seconds=0).check()

@@ -94,6 +94,8 @@ class ServerConfig:
     #: several principals (``server/principals.py``); None: one principal, "owner", whose
     #: token is ``token`` (or a random one)
     principals: list[Any] | None = None
+    #: also compact what was committed more than this many seconds ago (None: no age limit)
+    retain_seconds: float | None = None
 
     def check(self) -> None:
         if isinstance(self.port, bool) or not isinstance(self.port, int) \
@@ -103,6 +105,8 @@ class ServerConfig:
                              "free port")
         if self.retain_revisions is not None and self.retain_revisions < 1:
             raise ValueError(f"--retain-revisions must be at least 1, got {self.retain_revisions}")
+        if self.retain_seconds is not None and not self.retain_seconds > 0:
+            raise ValueError(f"--retain-seconds must be more than 0, got {self.retain_seconds}")
         if not is_loopback(self.host) and not self.token and not self.principals:
             raise ValueError(
                 f"refusing to bind {self.host!r} (not loopback) without a token: pass --token-file"
@@ -134,7 +138,8 @@ async def _serve(cfg: ServerConfig, stop: asyncio.Event, ready: Any, state: _Run
         token = cfg.token or secrets.token_urlsafe(32)
         tokens, rights = {token: "owner"}, Rights()
     backend = open_backend(cfg.db)
-    store = Store(backend, cfg.limits, retain_revisions=cfg.retain_revisions, rights=rights)
+    store = Store(backend, cfg.limits, retain_revisions=cfg.retain_revisions, rights=rights,
+                  retain_seconds=cfg.retain_seconds)
     state.store = store
     try:
         server, port = await start_grpc_server(
@@ -187,9 +192,11 @@ class EmbeddedServer:
     def __init__(self, db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, token: str | None = None, write_runtime_file: bool = True,
                  runtime_dir: pathlib.Path | None = None, limits: Limits | None = None,
-                 retain_revisions: int | None = None, principals: list[Any] | None = None) -> None:
+                 retain_revisions: int | None = None, principals: list[Any] | None = None,
+                 retain_seconds: float | None = None) -> None:
         self.config = ServerConfig(db, host, port, token, write_runtime_file, runtime_dir,
-                                   limits or Limits(), retain_revisions, principals)
+                                   limits or Limits(), retain_revisions, principals,
+                                   retain_seconds)
         self.config.check()
         self._state = _Running()
         self._thread: threading.Thread | None = None

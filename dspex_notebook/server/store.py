@@ -47,6 +47,8 @@ class Store:
         clock: wall-clock seconds (timestamps of writes and sessions).
         retain_revisions: keep the change log of at least this many recent revisions and compact
             older ones (None: keep everything). Watchers that fall further behind resync.
+        retain_seconds: also (or instead) compact what was committed more than this many
+            seconds ago, checked at most every tenth of it (at least every second) on a write.
         rights: each principal's session-name patterns (``server/access.py``; a principal not
             listed may create any session and use only its own).
     """
@@ -54,7 +56,7 @@ class Store:
     def __init__(self, backend: Backend, limits: Limits | None = None,
                  clock: Callable[[], float] = time.time,
                  retain_revisions: int | None = None,
-                 rights: Rights | None = None) -> None:
+                 rights: Rights | None = None, retain_seconds: float | None = None) -> None:
         self.backend = backend
         self.rights = rights or Rights()
         #: live watches of other sessions' variables (re-checked when rules change)
@@ -66,6 +68,8 @@ class Store:
         self.hub = EventHub()
         self.hub.set_head(lambda: self.view.revision)
         self.retain_revisions = retain_revisions
+        self.retain_seconds = retain_seconds
+        self._age_checked = 0.0
         self.reads: Counter[str] = Counter()  # var id -> reads served (since server start)
         self.writes: Counter[str] = Counter()
         self.optimizations = Optimizations(self)
@@ -106,6 +110,8 @@ class Store:
             self.watch_guards.recheck(commit)
         if self.retain_revisions is not None:
             self._maybe_compact()
+        if self.retain_seconds is not None:
+            self._maybe_compact_by_age()
         return revision
 
     def _maybe_compact(self) -> None:
@@ -113,6 +119,16 @@ class Store:
         target = self.view.revision - keep
         # compact in steps, not on every write: one DELETE per max(100, keep/10) revisions
         if target - self.backend.compact_revision >= max(100, keep // 10):
+            self.compact(target)
+
+    def _maybe_compact_by_age(self) -> None:
+        now = self._clock()
+        age = float(self.retain_seconds or 0.0)
+        if now - self._age_checked < max(1.0, age / 10):
+            return
+        self._age_checked = now
+        target = self.backend.revision_before(now - age)
+        if target > self.backend.compact_revision:
             self.compact(target)
 
     def compact(self, revision: int) -> int:

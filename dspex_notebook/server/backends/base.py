@@ -276,6 +276,11 @@ class Backend(abc.ABC):
         """The compaction watermark: the log holds every revision > this one."""
 
     @abc.abstractmethod
+    def revision_before(self, ts: float) -> int:
+        """The newest revision in the log committed at or before wall-clock ``ts`` (0: none);
+        what ``serve --retain-seconds`` compacts to."""
+
+    @abc.abstractmethod
     def compact(self, revision: int) -> int:
         """Drop the log rows a reader at ``revision`` no longer needs: every row at or below it
         except each live variable's newest (etcd's rule); return the new watermark."""

@@ -136,6 +136,14 @@ class MemoryBackend(Backend):
     def compact_revision(self) -> int:
         return self._compact
 
+    def revision_before(self, ts: float) -> int:
+        found = 0
+        for row in self._log:  # revision order; commit times only grow with it
+            if row.ts > ts:
+                break
+            found = row.revision
+        return found
+
     def compact(self, revision: int) -> int:
         revision = min(revision, self._revision)
         if revision <= self._compact:

@@ -322,6 +322,10 @@ class SQLiteBackend(Backend):
     def compact_revision(self) -> int:
         return self._compact
 
+    def revision_before(self, ts: float) -> int:
+        row = self._db.execute("SELECT MAX(revision) FROM history WHERE ts <= ?", (ts,)).fetchone()
+        return int(row[0] or 0)
+
     def compact(self, revision: int) -> int:
         revision = min(revision, self._revision)
         if revision <= self._compact:

@@ -123,6 +123,14 @@ def fmt_time(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
+def emit(report: str, output: str | None) -> None:
+    """Print the report; with ``--output FILE`` also write it there (ending in one newline)."""
+    print(report)
+    if output:
+        with open(output, "w") as fh:
+            fh.write(report.rstrip("\n") + "\n")
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]

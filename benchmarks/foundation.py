@@ -51,6 +51,7 @@ from _common import (  # noqa: E402
     ServerProcess,
     Stats,
     echo_in_thread,
+    emit,
     environment,
     fmt_time,
     markdown_table,
@@ -522,10 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         "</details>",
     ]
     report = "\n".join(out)
-    print(report)
-    if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(report + "\n")
+    emit(report, args.output)
     return 0
 
 

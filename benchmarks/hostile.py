@@ -36,7 +36,13 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import CHANNEL_OPTIONS, ServerProcess, environment, markdown_table  # noqa: E402
+from _common import (  # noqa: E402
+    CHANNEL_OPTIONS,
+    ServerProcess,
+    emit,
+    environment,
+    markdown_table,
+)
 
 from dspex_notebook._proto import snakepit_bridge_pb2 as pb  # noqa: E402
 from dspex_notebook.server import Limits  # noqa: E402
@@ -241,10 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the cases whose label contains this text (repeatable)")
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
-    print(report)
-    if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(report + "\n")
+    emit(report, args.output)
     return 0
 
 

@@ -54,6 +54,7 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import (  # noqa: E402
     ServerProcess,
     Stats,
+    emit,
     environment,
     fmt_time,
     markdown_table,
@@ -296,10 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(os, "getloadavg"):
         env["load average (end)"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     report = "\n".join(f"- {k}: {v}" for k, v in env.items()) + "\n\n" + table(cases) + "\n"
-    print(report)
-    if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(report)
+    emit(report, args.output)
     return 0
 
 

@@ -76,6 +76,7 @@ import numpy as np  # noqa: E402
 from _common import (  # noqa: E402
     EchoClient,
     ServerProcess,
+    emit,
     environment,
     fmt_time,
     markdown_table,
@@ -657,10 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     lines.append(f"- load average (end): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     report = "\n".join(lines)
-    print(report)
-    if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(report + "\n")
+    emit(report, args.output)
     return 0
 
 

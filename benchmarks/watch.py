@@ -76,6 +76,7 @@ from _common import (  # noqa: E402
     EchoClient,
     ServerProcess,
     Stats,
+    emit,
     environment,
     fmt_time,
     markdown_table,
@@ -983,10 +984,7 @@ def main(argv: list[str] | None = None) -> int:
         out += ["<details><summary>fan-out per round</summary>", "", fan_spread(results["fan"]),
                 "", "</details>"]
     report = "\n".join(out)
-    print(report)
-    if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(report + "\n")
+    emit(report, args.output)
     return 0
 
 

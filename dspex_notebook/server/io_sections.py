@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from .store import Store
 
 
+def _objects(section: Any, what: str) -> list[dict[str, Any]]:
+    """``section`` when it is a list of JSON objects, else the error saying what it must be."""
+    if not isinstance(section, list) or not all(isinstance(e, dict) for e in section):
+        raise InvalidArgument(f"the document's {what}")
+    return section
+
+
 def _export_dependencies(store: Store, session_id: str,
                          variables: list[StoredVariable]) -> list[dict[str, Any]]:
     names = {v.name for v in variables}
@@ -32,10 +39,8 @@ def _export_dependencies(store: Store, session_id: str,
 
 def _import_dependencies(store: Store, principal: str, session_id: str, section: Any,
                          commit: Commit) -> str:
-    if not isinstance(section, list) or not all(isinstance(e, dict) for e in section):
-        raise InvalidArgument("the document's 'dependencies' must be a list of objects "
-                              "{from, to, type, metadata}")
-    dependencies.stage_edges(store.view, store.limits, commit, session_id, section)
+    edges = _objects(section, "'dependencies' must be a list of objects {from, to, type, metadata}")
+    dependencies.stage_edges(store.view, store.limits, commit, session_id, edges)
     return f"{len(section)} dependencies applied"
 
 
@@ -51,11 +56,10 @@ def _export_rules(store: Store, session_id: str,
 
 def _import_rules(store: Store, principal: str, session_id: str, section: Any,
                   commit: Commit) -> str:
-    if not isinstance(section, list) or not all(isinstance(e, dict) for e in section):
-        raise InvalidArgument("the document's 'rules' must be a list of objects {name, rules}")
+    items = _objects(section, "'rules' must be a list of objects {name, rules}")
     sess = store.view.sessions[session_id]
     created = {p.var.name: p for p in commit.puts if not p.var.id}
-    for item in section:
+    for item in items:
         name = item.get("name")
         if not isinstance(name, str):
             raise InvalidArgument("an entry of the document's 'rules' has no variable name")

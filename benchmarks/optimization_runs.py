@@ -6,18 +6,19 @@ grpc.aio echo server (``_common.py echo-server``) and ``python -m dspex_notebook
 server, ``SessionContext(cache_ttl=0)``) is this process, and so is Optuna.
 
 Part 1 — overhead per trial. ``grid_search`` (its suggestion is a list lookup) with a trivial
-objective, so a trial costs what the run machinery costs: ``next_trial`` (a commit writing the
-proposal and a pending trial record) plus ``report_trial`` (a commit recording the metrics):
+objective, so a trial costs what the run machinery costs: a commit recording the metrics and
+a commit writing the next proposal with its ``pending`` trial record, in one round trip
+(``ReportTrial`` with ``next``):
 
 * driver: ``start_optimization(..., objective=f)`` + ``wait_optimization``, wall time divided by
   the trials (start and end included), with an async ``f`` (no thread hop) and a sync ``f``
   (which the driver runs in a worker thread); also the p50 of the intervals between
   consecutive ``callback`` calls (one whole trial each);
-* external worker: ``trial = await ctx.next_trial(v)`` + ``await ctx.report_trial(v, trial.id,
-  y)`` per trial, timed one trial at a time; and, as a diagnostic, the same two RPCs through the
-  client's ``Bridge`` directly (``SessionContext.next_trial`` also fetches the run's id);
-* the floor: two ``set_variable`` calls (two write RPCs that each commit, no run), what any
-  two-RPC trial costs at least;
+* external worker: ``trial = await ctx.report_trial(v, trial.id, y, next=True)`` per trial
+  (one RPC), timed one trial at a time; and, as a diagnostic, the two-RPC loop
+  ``ctx.next_trial`` + ``ctx.report_trial``;
+* the floors: one ``set_variable`` call (one write RPC that commits, no run), what any
+  one-RPC trial costs at least, and two of them (the floor of a two-RPC trial);
 * ``bayesian`` on Forrester (30 trials, the budget) by the driver, to show what the
   suggestion (a GP fit in the server's worker thread) adds; its ``suggest``+``observe`` alone,
   in this process, on the same seed, is shown beside it.
@@ -216,8 +217,6 @@ async def overhead(args: argparse.Namespace, ctx: Any, echo: EchoClient) -> tupl
     await ctx.register_variable("w", "float", 0.5, constraints={"min": 0.0, "max": 1.0})
     grid = {"direction": "minimize", "n_points": T}
     clock = time.perf_counter
-    sid = ctx.session_id
-    bridge = ctx._bridge
 
     async def aobjective(x: float) -> float:
         return x * x
@@ -239,8 +238,24 @@ async def overhead(args: argparse.Namespace, ctx: Any, echo: EchoClient) -> tupl
         return elapsed / n, [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
 
     async def external(r: int) -> tuple[float, list[float]]:
+        """One round trip per trial: report_trial(next=True) hands out the next trial."""
         await ctx.start_optimization(var, "grid_search", grid, max_iterations=T,
                                      convergence_threshold=None)  # no objective: waits
+        samples = []
+        t0 = clock()
+        trial = await ctx.next_trial(var)
+        while trial is not None:
+            t = clock()
+            trial = await ctx.report_trial(var, trial.id, trial.value * trial.value, next=True)
+            samples.append(clock() - t)
+        elapsed = clock() - t0
+        assert len(samples) == T, len(samples)
+        return elapsed / T, samples
+
+    async def external_two(r: int) -> tuple[float, list[float]]:
+        """Two round trips per trial: next_trial, then report_trial."""
+        await ctx.start_optimization(var, "grid_search", grid, max_iterations=T,
+                                     convergence_threshold=None)
         samples = []
         t0 = clock()
         while True:
@@ -254,21 +269,14 @@ async def overhead(args: argparse.Namespace, ctx: Any, echo: EchoClient) -> tupl
         assert len(samples) == T, len(samples)
         return elapsed / T, samples
 
-    async def external_bridge(r: int) -> tuple[float, list[float]]:
-        await ctx.start_optimization(var, "grid_search", grid, max_iterations=T,
-                                     convergence_threshold=None)
+    async def one_write(r: int) -> tuple[float, list[float]]:
         samples = []
         t0 = clock()
-        while True:
+        for i in range(T):
             t = clock()
-            trial_id, value, _, _ = await bridge.next_trial(sid, var)
-            if not trial_id:
-                break
-            await bridge.report_trial(sid, var, "", trial_id, value * value, "")
+            await ctx.set_variable("w", i / T)
             samples.append(clock() - t)
-        elapsed = clock() - t0
-        assert len(samples) == T, len(samples)
-        return elapsed / T, samples
+        return (clock() - t0) / T, samples
 
     async def two_writes(r: int) -> tuple[float, list[float]]:
         samples = []
@@ -295,10 +303,12 @@ async def overhead(args: argparse.Namespace, ctx: Any, echo: EchoClient) -> tupl
                      lambda r: driver(aobjective, "grid_search", grid, T, var), target=True),
         OverheadCase("grid_search, sync objective (worker thread)", "driver: start + wait, / trials",
                      lambda r: driver(sobjective, "grid_search", grid, T, var)),
-        OverheadCase("grid_search", "external: ctx.next_trial + ctx.report_trial",
+        OverheadCase("grid_search", "external: ctx.report_trial(next=True), 1 RPC",
                      external, target=True),
-        OverheadCase("grid_search (diagnostic)", "external: Bridge.next_trial + report_trial (2 RPCs)",
-                     external_bridge),
+        OverheadCase("grid_search (diagnostic)", "external: ctx.next_trial + ctx.report_trial, 2 RPCs",
+                     external_two),
+        OverheadCase("floor: one set_variable call (one write RPC, no run)",
+                     "ctx.set_variable", one_write),
         OverheadCase("floor: two set_variable calls (two write RPCs, no run)",
                      "ctx.set_variable × 2, per pair", two_writes),
         OverheadCase(f"bayesian, Forrester, {bayes_n} trials", "driver: start + wait, / trials", bayes),

@@ -4,10 +4,10 @@ The server holds the run (lock, optimizer, trials; ``server/optimization.py``). 
 :class:`RunDriver` runs on the session's loop as a task:
 
 * with an ``objective``: ask (``next_trial``) → evaluate (an async function is awaited, a sync
-  one runs in a worker thread so the loop — the notebook's IO thread — stays free) → tell
-  (``report_trial``; an exception or a non-finite result is a *failed* trial) → ``callback``
-  (sync or async; its exceptions are logged and kept in :attr:`RunDriver.errors`, the run goes
-  on) — until the run ends;
+  one runs in a worker thread so the loop — the notebook's IO thread — stays free) → tell and
+  ask again in one round trip (``report_trial`` with ``next``; an exception or a non-finite
+  result is a *failed* trial) → ``callback`` (sync or async; its exceptions are logged and
+  kept in :attr:`RunDriver.errors`, the run goes on) — until the run ends;
 * for a *client-side* run (a user optimizer from ``register_python_optimizer``) it also asks
   the local optimizer for each proposal and tells it each result;
 * always: a keep-alive every third of the lease, so a run whose objective takes long (or that
@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._errors import DspexError
+from ._wire.client import NO_PROPOSAL
 from ._wire.status import BridgeUnavailable
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dspex_notebook.optimize")
 
 RETRIES = 40  # ~2 minutes of backoff (capped at 3 s) before a driver gives up on the server
+_EXHAUSTED: Any = object()  # the local optimizer of a client-side run has nothing to propose
 
 
 def objective_value(metrics: Any, metric: str) -> float | None:
@@ -98,33 +100,41 @@ class RunDriver:
         raise AssertionError("unreachable")
 
     async def _drive(self) -> None:
-        bridge, sid = self.session._bridge, self.session.session_id
+        bridge, sid, var, rid = self.session._bridge, self.session.session_id, self.variable, self.run_id
         try:
-            while True:
-                if self.local is not None:
-                    proposal = self.local.suggest()
-                    if proposal is None:
-                        await self._call(bridge.stop_optimization, sid, self.variable, self.run_id)
-                        self.stop_reason = self.local.stop_reason or "exhausted"
-                        return
-                    proposal = _plain(proposal)
-                    trial_id, value, reason, _ = await self._call(
-                        bridge.next_trial, sid, self.variable, self.run_id, proposal)
-                else:
-                    trial_id, value, reason, _ = await self._call(
-                        bridge.next_trial, sid, self.variable, self.run_id)
-                if not trial_id:
-                    self.stop_reason = reason or "finished"
-                    return
+            proposal = self._propose()
+            if proposal is _EXHAUSTED:
+                await self._call(bridge.stop_optimization, sid, var, rid)
+                self.stop_reason = self._local_reason()
+                return
+            trial_id, value, reason, _ = await self._call(bridge.next_trial, sid, var, rid, proposal)
+            while trial_id:
                 metrics, error = await self._evaluate(value)
-                status = await self._call(bridge.report_trial, sid, self.variable, self.run_id,
-                                          trial_id, metrics, error)
                 if self.local is not None:
                     self.local.observe(value, None if error else objective_value(metrics, self.metric))
-                await self._progress(trial_id, value, metrics)
-                if not status.get("is_optimizing", True):
-                    self.stop_reason = status.get("stop_reason") or "finished"
+                proposal = self._propose()
+                if proposal is _EXHAUSTED:  # the local optimizer is done: report, then stop
+                    status = await self._call(bridge.report_trial, sid, var, rid, trial_id,
+                                              metrics, error)
+                    await self._progress(trial_id, value, metrics)
+                    if status.get("is_optimizing", True):
+                        await self._call(bridge.stop_optimization, sid, var, rid)
+                        self.stop_reason = self._local_reason()
+                    else:
+                        self.stop_reason = status.get("stop_reason") or "finished"
                     return
+                # report and ask in one round trip (the status is not needed: the next
+                # trial says whether the run goes on)
+                status, nxt = await self._call(bridge.report_and_next, sid, var, rid, trial_id,
+                                               metrics, error, proposal, False)
+                await self._progress(trial_id, value, metrics)
+                if nxt is None:  # a server without ReportTrialRequest.next: ask separately
+                    if not status.get("is_optimizing", True):
+                        self.stop_reason = status.get("stop_reason") or "finished"
+                        return
+                    nxt = await self._call(bridge.next_trial, sid, var, rid, proposal)
+                trial_id, value, reason, _ = nxt
+            self.stop_reason = reason or "finished"
         except asyncio.CancelledError:
             raise
         except DspexError as exc:
@@ -132,6 +142,18 @@ class RunDriver:
             self.stop_reason = self.stop_reason or f"error: {exc}"
         finally:
             self._keepalive.cancel()
+
+    def _propose(self) -> Any:
+        """The local optimizer's next proposal (client-side runs), ``_EXHAUSTED`` when it has
+        none, or ``NO_PROPOSAL`` for a server-side run."""
+        if self.local is None:
+            return NO_PROPOSAL
+        proposal = self.local.suggest()
+        return _EXHAUSTED if proposal is None else _plain(proposal)
+
+    def _local_reason(self) -> str:
+        assert self.local is not None
+        return self.local.stop_reason or "exhausted"
 
     async def _evaluate(self, value: Any) -> tuple[Any, str]:
         assert self.objective is not None

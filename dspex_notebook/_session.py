@@ -21,7 +21,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from ._cache import MISS, VariableCache
 from ._catalog import Catalog
@@ -908,17 +908,41 @@ class SessionContext(DependencyMethods, PermissionsMixin):
             run_id = status.get("optimization_id") or ""
         return Trial(trial_id, value, run_id, variable)
 
+    @overload
     async def report_trial(self, variable: str, trial_id: int, metrics: Any = None, *,
-                           error: str = "") -> dict[str, Any]:
+                           error: str = "", next: Literal[False] = False) -> dict[str, Any]: ...
+
+    @overload
+    async def report_trial(self, variable: str, trial_id: int, metrics: Any = None, *,
+                           error: str = "", next: Literal[True]) -> Trial | None: ...
+
+    async def report_trial(self, variable: str, trial_id: int, metrics: Any = None, *,
+                           error: str = "", next: bool = False) -> dict[str, Any] | Trial | None:
         """Report a trial's ``metrics`` (a number or ``{name: number}``); ``error`` (or NaN)
         records a failed trial. Returns the run's status. Unknown or already-reported trials
-        are refused (the same report twice is accepted, as a retry)."""
+        are refused (the same report twice is accepted, as a retry).
+
+        With ``next=True`` the same round trip also asks for the next trial and returns it
+        (what :meth:`next_trial` would return right after: None when the run is over) instead
+        of the status, so an ask/tell worker makes one call per trial::
+
+            trial = await session.next_trial("x")
+            while trial is not None:
+                trial = await session.report_trial("x", trial.id, evaluate(trial.value), next=True)
+        """
         if error == "" and metrics is not None and not isinstance(metrics, (int, float, dict)):
             raise InvalidArgument(f"metrics must be a number or a dict of numbers, got {metrics!r}")
         if isinstance(metrics, float) and not math.isfinite(metrics):
             error = error or f"objective is {metrics}"
-        return await self._bridge.report_trial(self.session_id, variable, "", trial_id, metrics,
-                                               error)
+        if not next:
+            return await self._bridge.report_trial(self.session_id, variable, "", trial_id,
+                                                   metrics, error)
+        status, nxt = await self._bridge.report_and_next(self.session_id, variable, "", trial_id,
+                                                         metrics, error, status=False)
+        if nxt is None:  # a server without ReportTrialRequest.next: ask separately
+            return None if not status.get("is_optimizing", True) else await self.next_trial(variable)
+        next_id, value, _reason, run_id = nxt
+        return Trial(next_id, value, run_id, variable) if next_id else None
 
     # ------------------------------------------------------------------------------------------
     # statistics and cache

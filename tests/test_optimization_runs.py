@@ -148,6 +148,53 @@ async def test_external_ask_tell_workers(server):
         assert (await worker.get_optimization_history("x", limit=1))[0]["iteration"] == 3
 
 
+async def test_report_with_next_returns_the_next_trial_in_one_round_trip(server):
+    async with session_for(server, "next") as owner, session_for(server, "next") as worker:
+        await _unit(owner)
+        await owner.start_optimization("x", "grid_search", {"direction": "minimize", "n_points": 4})
+        watch = worker.watch_variable("x", include_initial=False)
+        trial = await worker.next_trial("x")
+        assert trial is not None and trial.value == 0.0
+        seen = []
+        while trial is not None:  # bounded: a 4-point grid
+            seen.append(trial)
+            assert len(seen) <= 4
+            nxt = await worker.report_trial("x", trial.id, (trial.value - 0.6) ** 2, next=True)
+            if nxt is not None:
+                # the next proposal is already pending and written to the variable
+                assert nxt.id == trial.id + 1 and nxt.optimization_id == trial.optimization_id
+                assert (await owner.get_optimization_status("x"))["waiting_for_trial"] == nxt.id
+                assert await owner.get_variable("x", bypass_cache=True) == pytest.approx(nxt.value)
+                # a retry of the same report (a lost reply) hands out the same pending trial
+                again = await worker.report_trial("x", trial.id, (trial.value - 0.6) ** 2, next=True)
+                assert again == nxt
+            trial = nxt
+        assert [t.value for t in seen] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+        proposals = [u.value for u in [await asyncio.wait_for(watch.__anext__(), 10)
+                                       for _ in range(5)]]
+        await watch.aclose()
+        assert proposals == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 2 / 3])  # ... then the best
+        status = await owner.get_optimization_status("x")
+        assert status["stop_reason"] == "grid_exhausted" and status["iteration"] == 4
+        history = await owner.get_optimization_history("x")
+        assert [t["state"] for t in history] == ["complete"] * 4
+        assert status["best_value"] == pytest.approx(2 / 3)
+        # a failed trial reported with next=True is recorded and the run goes on
+        await owner.start_optimization("x", "grid_search", {"n_points": 2})
+        first = await worker.next_trial("x")
+        second = await worker.report_trial("x", first.id, error="RuntimeError: crashed", next=True)
+        assert second is not None and second.id == 2
+        assert await worker.report_trial("x", second.id, float("nan"), next=True) is None
+        assert [t["state"] for t in await owner.get_optimization_history(
+            "x", optimizer_id=first.optimization_id)] == ["failed", "failed"]
+        # without next the reply is the status, as before
+        await owner.start_optimization("x", "grid_search", {"n_points": 2})
+        first = await worker.next_trial("x")
+        status = await worker.report_trial("x", first.id, 1.0)
+        assert status["iteration"] == 1 and status["is_optimizing"]
+        await owner.stop_optimization("x")
+
+
 async def test_failed_evaluations_and_a_failing_callback_do_not_kill_the_run(server):
     calls = []
 

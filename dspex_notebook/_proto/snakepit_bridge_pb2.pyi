@@ -1076,32 +1076,40 @@ class NextTrialResponse(_message.Message):
     def __init__(self, trial_id: _Optional[int] = ..., value_json: _Optional[str] = ..., done: _Optional[bool] = ..., stop_reason: _Optional[str] = ..., revision: _Optional[int] = ..., optimization_id: _Optional[str] = ...) -> None: ...
 
 class ReportTrialRequest(_message.Message):
-    __slots__ = ("session_id", "variable_identifier", "optimization_id", "trial_id", "metrics_json", "error")
+    __slots__ = ("session_id", "variable_identifier", "optimization_id", "trial_id", "metrics_json", "error", "next", "proposal_json", "omit_status")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VARIABLE_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZATION_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_JSON_FIELD_NUMBER: _ClassVar[int]
+    OMIT_STATUS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     variable_identifier: str
     optimization_id: str
     trial_id: int
     metrics_json: str
     error: str
-    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., optimization_id: _Optional[str] = ..., trial_id: _Optional[int] = ..., metrics_json: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    next: bool
+    proposal_json: str
+    omit_status: bool
+    def __init__(self, session_id: _Optional[str] = ..., variable_identifier: _Optional[str] = ..., optimization_id: _Optional[str] = ..., trial_id: _Optional[int] = ..., metrics_json: _Optional[str] = ..., error: _Optional[str] = ..., next: _Optional[bool] = ..., proposal_json: _Optional[str] = ..., omit_status: _Optional[bool] = ...) -> None: ...
 
 class ReportTrialResponse(_message.Message):
-    __slots__ = ("done", "stop_reason", "status_json", "revision")
+    __slots__ = ("done", "stop_reason", "status_json", "revision", "next")
     DONE_FIELD_NUMBER: _ClassVar[int]
     STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     STATUS_JSON_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
     done: bool
     stop_reason: str
     status_json: str
     revision: int
-    def __init__(self, done: _Optional[bool] = ..., stop_reason: _Optional[str] = ..., status_json: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+    next: NextTrialResponse
+    def __init__(self, done: _Optional[bool] = ..., stop_reason: _Optional[str] = ..., status_json: _Optional[str] = ..., revision: _Optional[int] = ..., next: _Optional[_Union[NextTrialResponse, _Mapping]] = ...) -> None: ...
 
 class OptimizationQuery(_message.Message):
     __slots__ = ("session_id", "variable_identifier", "optimization_id", "limit", "since")

@@ -27,7 +27,7 @@ DEFAULT_CHANNEL_OPTIONS = (
 )
 
 
-_NO_PROPOSAL: Any = object()
+NO_PROPOSAL: Any = object()  #: next_trial without a proposal (a server-side run)
 
 
 class WatchMessage(NamedTuple):
@@ -503,26 +503,48 @@ class Bridge:
         return json.loads(reply.status_json or "{}")
 
     async def next_trial(self, session_id: str, ident: str, run_id: str = "",
-                         proposal: Any = _NO_PROPOSAL) -> tuple[int, Any, str, str]:
+                         proposal: Any = NO_PROPOSAL) -> tuple[int, Any, str, str]:
         """``(trial id, value, stop_reason, run id)``; trial id 0 when the run is over; the
         run id is empty from servers that do not send it."""
         req = pb.NextTrialRequest(session_id=session_id, variable_identifier=ident,
                                   optimization_id=run_id)
-        if proposal is not _NO_PROPOSAL:
+        if proposal is not NO_PROPOSAL:
             req.proposal_json = json.dumps(proposal)
         reply = await self._call("NextTrial", req, "NextTrial", ident)
-        if reply.done:
-            return 0, None, reply.stop_reason, reply.optimization_id
-        return reply.trial_id, json.loads(reply.value_json), "", reply.optimization_id
+        return _next_tuple(reply)
 
     async def report_trial(self, session_id: str, ident: str, run_id: str, trial_id: int,
                            metrics: Any, error: str = "") -> dict[str, Any]:
         """The run's status after the report."""
-        req = pb.ReportTrialRequest(session_id=session_id, variable_identifier=ident,
-                                    optimization_id=run_id, trial_id=trial_id,
-                                    metrics_json="" if error else json.dumps(metrics), error=error)
-        reply = await self._call("ReportTrial", req, "ReportTrial", ident)
+        reply = await self._call("ReportTrial", self._report(session_id, ident, run_id, trial_id,
+                                                             metrics, error), "ReportTrial", ident)
         return json.loads(reply.status_json or "{}")
+
+    async def report_and_next(self, session_id: str, ident: str, run_id: str, trial_id: int,
+                              metrics: Any, error: str = "", proposal: Any = NO_PROPOSAL,
+                              status: bool = True,
+                              ) -> tuple[dict[str, Any], tuple[int, Any, str, str] | None]:
+        """Report a trial and get the next one in the same round trip: ``(status, next)``
+        with ``next`` as :meth:`next_trial` returns it, or None from a server that does not
+        know ``ReportTrialRequest.next`` (ask with :meth:`next_trial` then). ``proposal``: a
+        client-side run's next value. ``status=False`` leaves the status out (``{}``)."""
+        req = self._report(session_id, ident, run_id, trial_id, metrics, error)
+        req.next = True
+        req.omit_status = not status
+        if proposal is not NO_PROPOSAL:
+            req.proposal_json = json.dumps(proposal)
+        reply = await self._call("ReportTrial", req, "ReportTrial", ident)
+        after = json.loads(reply.status_json) if reply.status_json else {}
+        if not reply.HasField("next"):
+            return after, None
+        return after, _next_tuple(reply.next)
+
+    @staticmethod
+    def _report(session_id: str, ident: str, run_id: str, trial_id: int, metrics: Any,
+                error: str) -> pb.ReportTrialRequest:
+        return pb.ReportTrialRequest(session_id=session_id, variable_identifier=ident,
+                                     optimization_id=run_id, trial_id=trial_id,
+                                     metrics_json="" if error else json.dumps(metrics), error=error)
 
     async def optimization_query(self, method: str, session_id: str, ident: str, run_id: str = "",
                                  limit: int = 0, since: float = 0.0) -> Any:
@@ -595,3 +617,10 @@ class Bridge:
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+def _next_tuple(reply: pb.NextTrialResponse) -> tuple[int, Any, str, str]:
+    """``(trial id, value, stop_reason, run id)`` of a ``NextTrialResponse`` (trial id 0: over)."""
+    if reply.done:
+        return 0, None, reply.stop_reason, reply.optimization_id
+    return reply.trial_id, json.loads(reply.value_json), "", reply.optimization_id

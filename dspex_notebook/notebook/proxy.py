@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from .._cache import MISS, VariableCache
 from .._loop import Portal
@@ -274,8 +274,19 @@ class NotebookSession:
     async def next_trial(self, variable: str) -> Trial | None:
         return await self.portal.call(self.context.next_trial(variable))
 
+    @overload
     async def report_trial(self, variable: str, trial_id: int, metrics: Any = None, *,
-                           error: str = "") -> dict[str, Any]:
+                           error: str = "", next: Literal[False] = False) -> dict[str, Any]: ...
+
+    @overload
+    async def report_trial(self, variable: str, trial_id: int, metrics: Any = None, *,
+                           error: str = "", next: Literal[True]) -> Trial | None: ...
+
+    async def report_trial(self, variable: str, trial_id: int, metrics: Any = None, *,
+                           error: str = "", next: bool = False) -> dict[str, Any] | Trial | None:
+        if next:
+            return await self.portal.call(self.context.report_trial(
+                variable, trial_id, metrics, error=error, next=True))
         return await self.portal.call(self.context.report_trial(variable, trial_id, metrics,
                                                                 error=error))
 

@@ -269,56 +269,72 @@ class Optimizations:
         if run is None:
             raise InvalidArgument(f"variable {var.name!r} is not being optimized")
         async with run.lock:
-            if not run.running:
-                return None, run
-            run.touch()
-            pending = run.pending()
-            if pending is not None:
-                return pending, run
-            if run.doc["client_side"]:
-                if not has_proposal:
-                    raise InvalidArgument(f"run {run.id!r} is client-side: next_trial needs a proposal")
-                if run.doc["max_iterations"] is not None and len(run.trials) >= run.doc["max_iterations"]:
-                    self._finish(run, "max_iterations", principal)
-                    return None, run
-                value = space_for(var.type, var.constraints, var.name).validate(proposal)
-            else:
-                assert run.optimizer is not None
-                value = await _call(run.optimizer, run.optimizer.suggest)
-                if value is None:
-                    self._finish(run, run.optimizer.stop_reason or "exhausted", principal)
-                    return None, run
-            if not run.running:  # stopped while the suggestion was computed
-                return None, run
-            value = _plain(value)
-            var = self.store.view.vars[run.row.var_id]
-            now = time.time()
-            trial = {"iteration": len(run.trials) + 1, "value": value, "metrics": None,
-                     "objective": None, "state": "pending", "timestamp": now, "error": None}
-            new = next_state(self.store.limits, var, value, now)
-            run.doc["updated_at"] = now
-            meta = {"source": f"optimizer_{run.id}", "optimization_id": run.id,
-                    "trial": str(trial["iteration"])}
-            self._commit(Commit(
-                [Put(new, "set", f"optimizer_{run.id}", meta)],
-                compares=[Compare(var.session_id, var.name, var.id, var.version)],
-                runs=[run.row], trials=[TrialRow(run.id, trial["iteration"], trial)],
-                doc_compares=doc_compares, ts=now),
-                principal)
-            run.trials.append(trial)
+            trial = await self._next_locked(run, principal, doc_compares, proposal, has_proposal)
             return trial, run
 
+    async def _next_locked(self, run: Run, principal: str, doc_compares: list[Any],
+                           proposal: Any, has_proposal: bool) -> dict[str, Any] | None:
+        """``next_trial`` under ``run.lock``: the pending trial, a new one (suggested, written
+        and committed), or None when the run is over."""
+        if not run.running:
+            return None
+        run.touch()
+        pending = run.pending()
+        if pending is not None:
+            return pending
+        var = self.store.view.vars[run.row.var_id]
+        if run.doc["client_side"]:
+            if not has_proposal:
+                raise InvalidArgument(f"run {run.id!r} is client-side: next_trial needs a proposal")
+            if run.doc["max_iterations"] is not None and len(run.trials) >= run.doc["max_iterations"]:
+                self._finish(run, "max_iterations", principal)
+                return None
+            value = space_for(var.type, var.constraints, var.name).validate(proposal)
+        else:
+            assert run.optimizer is not None
+            value = await _call(run.optimizer, run.optimizer.suggest)
+            if value is None:
+                self._finish(run, run.optimizer.stop_reason or "exhausted", principal)
+                return None
+        if not run.running:  # stopped while the suggestion was computed
+            return None
+        value = _plain(value)
+        var = self.store.view.vars[run.row.var_id]
+        now = time.time()
+        trial = {"iteration": len(run.trials) + 1, "value": value, "metrics": None,
+                 "objective": None, "state": "pending", "timestamp": now, "error": None}
+        new = next_state(self.store.limits, var, value, now)
+        run.doc["updated_at"] = now
+        meta = {"source": f"optimizer_{run.id}", "optimization_id": run.id,
+                "trial": str(trial["iteration"])}
+        self._commit(Commit(
+            [Put(new, "set", f"optimizer_{run.id}", meta)],
+            compares=[Compare(var.session_id, var.name, var.id, var.version)],
+            runs=[run.row], trials=[TrialRow(run.id, trial["iteration"], trial)],
+            doc_compares=doc_compares, ts=now),
+            principal)
+        run.trials.append(trial)
+        return trial
+
     async def report_trial(self, principal: str, session_id: str, ident: str, run_id: str,
-                           trial_id: int, metrics: Any, error: str = "") -> Run:
+                           trial_id: int, metrics: Any, error: str = "", *, next: bool = False,
+                           proposal: Any = None, has_proposal: bool = False,
+                           ) -> tuple[Run, dict[str, Any] | None]:
         """Record a trial's metrics (a number, or named metrics of which ``metric`` is the
-        objective); ``error`` or a non-finite objective make it a failed trial."""
+        objective); ``error`` or a non-finite objective make it a failed trial.
+
+        With ``next``, also hand out the next trial under the same lock, as ``next_trial``
+        would right after (``proposal``: a client-side run's next value): report and ask in
+        one round trip. Returns ``(run, next trial or None)``; the trial is None without
+        ``next`` or when the run is over.
+        """
         var, run = self._run_of(principal, session_id, ident, run_id, active=not run_id)
         if run is None:
             raise InvalidArgument(f"variable {var.name!r} is not being optimized")
         async with run.lock:
             # the lock may have been awaited: check 'optimize' again with no await between the
             # check and the trial's update (a report writes no variable, so no compare)
-            self.store.reach(principal, session_id, ident, "optimize")
+            _, doc_compares = self.store.reach(principal, session_id, ident, "optimize")
             run.touch()
             if not 1 <= trial_id <= len(run.trials):
                 raise InvalidArgument(f"run {run.id!r} has no trial {trial_id}")
@@ -326,7 +342,10 @@ class Optimizations:
             named, objective = _metrics(metrics, run.doc["metric"], error)
             if trial["state"] != "pending":
                 if trial["metrics"] == named and bool(trial.get("error")) == bool(error):
-                    return run  # the same report again (a retry after a lost reply)
+                    # the same report again (a retry after a lost reply)
+                    return run, (await self._next_locked(run, principal, list(doc_compares),
+                                                         proposal, has_proposal)
+                                 if next else None)
                 raise InvalidArgument(f"trial {trial_id} of run {run.id!r} was already reported")
             if not run.running:
                 raise InvalidArgument(f"run {run.id!r} has ended ({run.doc['stop_reason']})")
@@ -340,16 +359,20 @@ class Optimizations:
                 doc.update(best_value=trial["value"], best_metrics=named, best_objective=objective)
             reason = None
             if run.optimizer is not None:
-                await _call(run.optimizer, run.optimizer.observe, trial["value"], objective)
+                # observe is bookkeeping in every built-in (a GP is fitted in suggest): inline
+                run.optimizer.observe(trial["value"], objective)
                 reason = run.optimizer.stop_reason
             elif doc["max_iterations"] is not None and len(run.trials) >= doc["max_iterations"]:
                 reason = "max_iterations"
             commit = Commit(runs=[run.row], trials=[TrialRow(run.id, trial_id, trial)], ts=now)
             if reason is not None and run.running:
                 self._finish(run, reason, principal, commit)
-            else:
-                self._commit(commit, principal)
-            return run
+                return run, None
+            self._commit(commit, principal)
+            if not next:
+                return run, None
+            return run, await self._next_locked(run, principal, list(doc_compares), proposal,
+                                                has_proposal)
 
     def stop(self, principal: str, session_id: str, ident: str, run_id: str = "",
              reason: str = "stopped") -> Run:

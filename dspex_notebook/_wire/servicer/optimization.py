@@ -69,6 +69,9 @@ class OptimizationHandlers(ServicerBase):
         trial, run = await self.store.optimizations.next_trial(
             principal, request.session_id, request.variable_identifier, request.optimization_id,
             proposal, has)
+        return self._next_reply(trial, run)
+
+    def _next_reply(self, trial: dict[str, Any] | None, run: Any) -> pb.NextTrialResponse:
         if trial is None:
             return pb.NextTrialResponse(done=True, stop_reason=run.doc.get("stop_reason") or "",
                                         revision=self.store.revision)
@@ -78,13 +81,20 @@ class OptimizationHandlers(ServicerBase):
     @rpc
     async def ReportTrial(self, request, principal, raw):
         metrics = _loads(request.metrics_json, "metrics_json")
-        run = await self.store.optimizations.report_trial(
+        has = bool(request.proposal_json)
+        proposal = _loads(request.proposal_json, "proposal_json")
+        run, trial = await self.store.optimizations.report_trial(
             principal, request.session_id, request.variable_identifier, request.optimization_id,
-            request.trial_id, metrics, request.error[:2000])
-        return pb.ReportTrialResponse(done=not run.running,
-                                      stop_reason=run.doc.get("stop_reason") or "",
-                                      status_json=_dumps(run.status()),
-                                      revision=self.store.revision)
+            request.trial_id, metrics, request.error[:2000], next=request.next,
+            proposal=proposal, has_proposal=has)
+        reply = pb.ReportTrialResponse(done=not run.running,
+                                       stop_reason=run.doc.get("stop_reason") or "",
+                                       revision=self.store.revision)
+        if not request.omit_status:
+            reply.status_json = _dumps(run.status())
+        if request.next:
+            reply.next.CopyFrom(self._next_reply(trial, run))
+        return reply
 
     @rpc
     def GetOptimizationStatus(self, request, principal, raw):

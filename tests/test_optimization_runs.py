@@ -257,6 +257,30 @@ async def test_user_optimizer_runs_client_side_with_the_server_holding_the_lock(
         assert len(await other.get_optimization_history("x", optimizer_id=run_id)) == 12
 
 
+async def test_client_side_report_with_next_carries_the_proposal_and_a_refused_one_keeps_the_report(
+        server):
+    async with session_for(server, "csnext") as session:
+        await _unit(session)
+        await session.register_python_optimizer("random_search", RandomSearch)
+        await session.start_optimization("x", "random_search", {"direction": "minimize"},
+                                         max_iterations=3)  # no objective: this test drives
+        bridge, sid = session._bridge, session.session_id
+        trial_id, value, _, _ = await bridge.next_trial(sid, "x", "", 0.25)
+        assert (trial_id, value) == (1, 0.25)
+        _, nxt = await bridge.report_and_next(sid, "x", "", 1, 0.5, "", 0.75)
+        assert nxt is not None and nxt[:2] == (2, 0.75)
+        with pytest.raises(dn.InvalidArgument):  # outside [0, 1]: refused ...
+            await bridge.report_and_next(sid, "x", "", 2, 0.1, "", 7.0)
+        history = await session.get_optimization_history("x")
+        assert [t["state"] for t in history] == ["complete", "complete"]  # ... the report stands
+        _, nxt = await bridge.report_and_next(sid, "x", "", 2, 0.1, "", 0.5)  # a retry, new proposal
+        assert nxt is not None and nxt[:2] == (3, 0.5)
+        status, nxt = await bridge.report_and_next(sid, "x", "", 3, 0.3, "", 0.6)
+        assert nxt is not None and nxt[0] == 0 and nxt[2] == "max_iterations"  # the budget
+        assert not status["is_optimizing"] and status["iteration"] == 3
+        assert await session.get_variable("x", bypass_cache=True) == 0.75  # the best
+
+
 async def test_bad_starts_are_clear(server):
     async with session_for(server, "bad") as session:
         await _unit(session)

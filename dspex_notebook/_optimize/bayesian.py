@@ -132,6 +132,19 @@ class BayesianOptimizer(BaseOptimizer):
             return self._propose_discrete()
         return self._propose_continuous()
 
+    def next_fits_model(self) -> bool:
+        """Whether the next :meth:`suggest` fits the GP (milliseconds and up); False while it
+        comes from the initial design, a sweep of options or the outstanding suggestion
+        (microseconds), so a server can call those on its event loop instead of a thread."""
+        if self.stop_reason is not None or self.pending is not None or not self.space.is_ordered:
+            return False
+        if self._start_todo or (self.max_iterations is not None
+                                and len(self.history) >= self.max_iterations):
+            return False
+        if self._cursor < len(self._design) and len(self._losses) < self.n_initial_points:
+            return False
+        return len(self._losses) >= 2
+
     def _new_value(self, u: float) -> Any | None:
         """Decode ``u``; for discrete spaces move to the nearest value not evaluated yet."""
         if not self.space.is_discrete:

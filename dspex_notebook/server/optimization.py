@@ -34,7 +34,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidArgument, OptimizationConflict
-from .._optimize import BaseOptimizer, GradientOptimizer, GridSearchOptimizer, make_optimizer, space_for
+from .._optimize import (
+    BaseOptimizer,
+    BayesianOptimizer,
+    GradientOptimizer,
+    GridSearchOptimizer,
+    make_optimizer,
+    space_for,
+)
 from .._optimize.space import same_value
 from .backends.base import Commit, Compare, Put, RunRow, StoredVariable, TrialRow
 from .writes import next_state
@@ -67,10 +74,19 @@ MAX_LEASE = 24 * 3600.0
 INLINE_OPTIMIZERS: tuple[type[BaseOptimizer], ...] = (GridSearchOptimizer, GradientOptimizer)
 
 
-async def _call(optimizer: BaseOptimizer, fn: Any, *args: Any) -> Any:
-    """``fn(*args)`` (a method of ``optimizer``): inline for the cheap built-ins, else in a
-    worker thread so a slow suggestion never holds the event loop."""
+def _inline(optimizer: BaseOptimizer) -> bool:
+    """Whether ``optimizer.suggest()`` is cheap enough for the event loop: the cheap
+    built-ins, and ``bayesian`` while its next proposal needs no model fit (the start value,
+    the initial design, a sweep of options)."""
     if type(optimizer) in INLINE_OPTIMIZERS:
+        return True
+    return isinstance(optimizer, BayesianOptimizer) and not optimizer.next_fits_model()
+
+
+async def _call(optimizer: BaseOptimizer, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` (a method of ``optimizer``): inline when cheap (:func:`_inline`), else in a
+    worker thread so a slow suggestion never holds the event loop."""
+    if _inline(optimizer):
         return fn(*args)
     return await asyncio.to_thread(fn, *args)
 
@@ -273,30 +289,39 @@ class Optimizations:
             return trial, run
 
     async def _next_locked(self, run: Run, principal: str, doc_compares: list[Any],
-                           proposal: Any, has_proposal: bool) -> dict[str, Any] | None:
+                           proposal: Any, has_proposal: bool,
+                           carry: Commit | None = None) -> dict[str, Any] | None:
         """``next_trial`` under ``run.lock``: the pending trial, a new one (suggested, written
-        and committed), or None when the run is over."""
-        if not run.running:
-            return None
+        and committed), or None when the run is over. ``carry`` (a report's commit, when the
+        suggestion needs no await) is committed with whatever this commits: one per trial."""
+        if not run.running or run.pending() is not None:
+            if carry is not None:
+                self._commit(carry, principal)
+            return run.pending() if run.running else None
         run.touch()
-        pending = run.pending()
-        if pending is not None:
-            return pending
         var = self.store.view.vars[run.row.var_id]
-        if run.doc["client_side"]:
-            if not has_proposal:
-                raise InvalidArgument(f"run {run.id!r} is client-side: next_trial needs a proposal")
-            if run.doc["max_iterations"] is not None and len(run.trials) >= run.doc["max_iterations"]:
-                self._finish(run, "max_iterations", principal)
-                return None
-            value = space_for(var.type, var.constraints, var.name).validate(proposal)
-        else:
-            assert run.optimizer is not None
-            value = await _call(run.optimizer, run.optimizer.suggest)
-            if value is None:
-                self._finish(run, run.optimizer.stop_reason or "exhausted", principal)
-                return None
+        try:
+            if run.doc["client_side"]:
+                full = (run.doc["max_iterations"] is not None
+                        and len(run.trials) >= run.doc["max_iterations"])
+                if not full and not has_proposal:
+                    raise InvalidArgument(f"run {run.id!r} is client-side: next_trial needs a proposal")
+                value = None if full else space_for(var.type, var.constraints, var.name).validate(proposal)
+                reason = "max_iterations"
+            else:
+                assert run.optimizer is not None
+                value = await _call(run.optimizer, run.optimizer.suggest)
+                reason = run.optimizer.stop_reason or "exhausted"
+        except Exception:
+            if carry is not None:  # a refused proposal or a failing optimizer: the report stands
+                self._commit(carry, principal)
+            raise
+        if value is None:
+            self._finish(run, reason, principal, carry)
+            return None
         if not run.running:  # stopped while the suggestion was computed
+            if carry is not None:
+                self._commit(carry, principal)
             return None
         value = _plain(value)
         var = self.store.view.vars[run.row.var_id]
@@ -307,12 +332,13 @@ class Optimizations:
         run.doc["updated_at"] = now
         meta = {"source": f"optimizer_{run.id}", "optimization_id": run.id,
                 "trial": str(trial["iteration"])}
-        self._commit(Commit(
-            [Put(new, "set", f"optimizer_{run.id}", meta)],
-            compares=[Compare(var.session_id, var.name, var.id, var.version)],
-            runs=[run.row], trials=[TrialRow(run.id, trial["iteration"], trial)],
-            doc_compares=doc_compares, ts=now),
-            principal)
+        commit = carry or Commit(runs=[run.row])
+        commit.puts.append(Put(new, "set", f"optimizer_{run.id}", meta))
+        commit.compares.append(Compare(var.session_id, var.name, var.id, var.version))
+        commit.trials.append(TrialRow(run.id, trial["iteration"], trial))
+        commit.doc_compares.extend(doc_compares)
+        commit.ts = now
+        self._commit(commit, principal)
         run.trials.append(trial)
         return trial
 
@@ -368,9 +394,14 @@ class Optimizations:
             if reason is not None and run.running:
                 self._finish(run, reason, principal, commit)
                 return run, None
-            self._commit(commit, principal)
             if not next:
+                self._commit(commit, principal)
                 return run, None
+            if run.doc["client_side"] or (run.optimizer is not None and _inline(run.optimizer)):
+                # nothing is awaited before the next trial's commit: one commit for both
+                return run, await self._next_locked(run, principal, list(doc_compares), proposal,
+                                                    has_proposal, carry=commit)
+            self._commit(commit, principal)  # recorded before the suggestion is awaited
             return run, await self._next_locked(run, principal, list(doc_compares), proposal,
                                                 has_proposal)
 

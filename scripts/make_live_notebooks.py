@@ -81,6 +81,16 @@ optimization = [
          "from dspex_notebook.plotting.render import png\n\n"
          'history = await session.get_optimization_history("temperature", limit=100)\n'
          'fig = plot_optimization_history(history, name="temperature")\nImage(png(fig))'),
+    md("## An ask/tell worker\n\nWithout `objective=` the run waits for any client to "
+       "evaluate its trials. `report_trial(..., next=True)` reports one and returns the next "
+       "(None when the run is over): one round trip per trial."),
+    code('await session.start_optimization("temperature", "bayesian", {"seed": 1}, max_iterations=12,\n'
+         '                                 convergence_threshold=None)\n'
+         'trial = await session.next_trial("temperature")\n'
+         "while trial is not None:\n"
+         '    trial = await session.report_trial("temperature", trial.id, quality(trial.value), next=True)\n'
+         'status = await session.get_optimization_status("temperature")\n'
+         'status["iteration"], status["stop_reason"], round(status["best_value"], 2)'),
     md("## Stop takes effect within one trial\n\nA longer run, stopped from the panel's button "
        "(here pressed from code):"),
     code('panel = %var optimize temperature --objective quality --optimizer grid_search --config "{n_points: 500}" --max-iterations 500\n'

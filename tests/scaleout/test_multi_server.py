@@ -12,9 +12,9 @@ import sys
 import textwrap
 
 import pytest
+from cluster import TOKEN, Servers
 
 import dspex_notebook as dn
-from cluster import TOKEN, Servers
 
 pytestmark = pytest.mark.slow
 

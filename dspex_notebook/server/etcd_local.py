@@ -72,7 +72,7 @@ class LocalEtcd:
                 "--listen-peer-urls", f"http://127.0.0.1:{pport}",
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
                 "--initial-cluster", cluster, "--initial-cluster-state", "new",
-                "--initial-cluster-token", f"dspex-{os.getpid()}-{cport}",
+                "--initial-cluster-token", f"dspex-{os.getpid()}-{self.client_ports[0]}",
                 "--max-request-bytes", str(MAX_REQUEST_BYTES),
             ]
             self.logs.append(log_path)

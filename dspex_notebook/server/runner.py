@@ -169,6 +169,12 @@ async def _serve(cfg: ServerConfig, stop: asyncio.Event, ready: Any, state: _Run
         raise
     store.linearizable = cfg.linearizable
     store.attach(asyncio.get_running_loop())
+    if getattr(backend, "shared", False):
+        def fatal(message: str) -> None:  # the view can no longer follow: stop serving it
+            log.error("stopping: %s", message)
+            stop.set()
+
+        backend.on_fatal = fatal  # type: ignore[attr-defined]
     state.store = store
     try:
         server, port = await start_grpc_server(

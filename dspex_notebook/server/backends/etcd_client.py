@@ -78,14 +78,15 @@ def channel_target(endpoints: Sequence[str]) -> str:
     return "ipv4:" + ",".join(cleaned)
 
 
-def _unavailable(exc: grpc.RpcError, what: str) -> DspexError:
+def _unavailable(exc: grpc.RpcError, what: str, where: str = "") -> DspexError:
     code = exc.code() if hasattr(exc, "code") else None
     details = exc.details() if hasattr(exc, "details") else str(exc)
     if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (details or ""):
         return EtcdCompacted(f"etcd: {details}", 0)
     if code == grpc.StatusCode.INVALID_ARGUMENT and "too large" in (details or ""):
         return InvalidArgument(f"etcd refused {what}: {details} (etcd --max-request-bytes)")
-    return EtcdUnavailable(f"etcd did not complete {what}: {code.name if code else ''} {details}")
+    return EtcdUnavailable(f"etcd{' at ' + where if where else ''} did not complete {what} "
+                           f"({code.name if code else ''}: {details}); nothing was committed")
 
 
 class EtcdClient:
@@ -104,11 +105,22 @@ class EtcdClient:
         self.lease = pb_grpc.LeaseStub(self.channel)
         self.watch = pb_grpc.WatchStub(self.channel)
 
-    def _call(self, fn: Callable[..., Any], request: Any, what: str) -> Any:
-        try:
-            return fn(request, timeout=self.timeout, wait_for_ready=True)
-        except grpc.RpcError as exc:
-            raise _unavailable(exc, what) from None
+    def _call(self, fn: Callable[..., Any], request: Any, what: str,
+              idempotent: bool = False) -> Any:
+        """One call; an idempotent one (a read) is retried while etcd is electing a leader
+        or a member is down, within ``timeout``. A write is not: it may have been applied."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.05
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return fn(request, timeout=max(left, 0.01), wait_for_ready=True)
+            except grpc.RpcError as exc:
+                if (not idempotent or exc.code() != grpc.StatusCode.UNAVAILABLE
+                        or time.monotonic() + delay > deadline):
+                    raise _unavailable(exc, what, ",".join(self.endpoints)) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def get(self, key: bytes, revision: int = 0) -> pb.KeyValue | None:
         kvs = self.range(key, revision=revision).kvs
@@ -118,7 +130,7 @@ class EtcdClient:
               count_only: bool = False) -> pb.RangeResponse:
         return self._call(self.kv.Range, pb.RangeRequest(
             key=key, range_end=end, revision=revision, limit=limit, count_only=count_only),
-            "a read")
+            "a read", idempotent=True)
 
     def scan(self, prefix: bytes, revision: int, page: int = 2000) -> Iterator[pb.KeyValue]:
         """Every key under ``prefix`` as of ``revision``, in key order, ``page`` at a time."""

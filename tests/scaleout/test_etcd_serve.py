@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from cluster import TOKEN, Servers
 
 import dspex_notebook as dn
-from cluster import TOKEN, Servers
 
 
 def _serve(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

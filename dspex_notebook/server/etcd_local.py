@@ -90,7 +90,7 @@ class LocalEtcd:
         return [f"127.0.0.1:{p}" for p in self.client_ports]
 
     def _wait(self, timeout: float) -> None:
-        from .backends.etcd_client import EtcdClient
+        from .._wire.etcd_client import EtcdClient
 
         deadline = time.monotonic() + timeout
         for i, endpoint in enumerate(self.endpoints):

@@ -119,7 +119,7 @@ class ServerConfig:
         if self.retain_revisions is not None and self.retain_revisions < 1:
             raise ValueError(f"--retain-revisions must be at least 1, got {self.retain_revisions}")
         if self.etcd is not None:
-            from .backends.etcd_client import channel_target
+            from .._wire.etcd_client import channel_target
 
             if not self.etcd:
                 raise ValueError("--etcd needs at least one host:port endpoint")

@@ -168,6 +168,8 @@ def stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
         try:
             principal, raw = self._caller(context)
             self._check_request(request)
+            if self.shared:  # a client moving here must not find this server behind its
+                await self.store.read_barrier()  # last revision (it would resync for nothing)
             async for message in fn(self, request, principal, raw, context):
                 yield message
         except DspexError as exc:

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import etcd_client as ec
+from ..._wire import etcd_client as ec
 from .base import (
     Backend,
     Commit,

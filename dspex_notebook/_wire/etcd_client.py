@@ -1,8 +1,8 @@
 """A small synchronous client for etcd v3's gRPC API: KV, Lease and a followed watch.
 
-Only what :mod:`.etcd` needs, over the message subset in ``protos/etcd_rpc.proto`` (etcd's own
-field numbers and service names, so any etcd >= 3.4 answers). Synchronous on purpose: the
-:class:`~.base.Backend` contract is synchronous (a commit is one short transaction on the
+Only what the etcd backend (``server/backends/etcd.py``) needs, here because grpc is confined
+to ``_wire/``; over the message subset in ``protos/etcd_rpc.proto`` (etcd's own field numbers
+and service names, so any etcd >= 3.4 answers). Synchronous on purpose: the ``Backend`` contract is synchronous (a commit is one short transaction on the
 server's loop thread), and the watch runs on a thread of its own (:class:`Follower`).
 
 Endpoints are ``host:port`` strings; several are one gRPC channel that picks the first member
@@ -22,9 +22,9 @@ from typing import Any
 
 import grpc
 
-from ..._errors import DspexError, InvalidArgument
-from ..._proto import etcd_rpc_pb2 as pb
-from ..._proto import etcd_rpc_pb2_grpc as pb_grpc
+from .._errors import DspexError, InvalidArgument
+from .._proto import etcd_rpc_pb2 as pb
+from .._proto import etcd_rpc_pb2_grpc as pb_grpc
 
 log = logging.getLogger("dspex_notebook.server")
 

@@ -1,6 +1,8 @@
 """``dspex-notebook`` command line: run a server, find running ones, read and write variables.
 
     dspex-notebook serve [--host 127.0.0.1] [--port 50051] [--db FILE | --memory]
+                         [--backend sqlite|memory|etcd --etcd HOST:PORT,... [--etcd-prefix P]
+                          [--etcd-reads linearizable|local]]
                          [--token-file F | --principals FILE]
     dspex-notebook list [--json]
     dspex-notebook vars [PATTERN] [--session S] [--db FILE | --address HOST:PORT[,...] --token-file F]
@@ -89,9 +91,20 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         token = read_token_file(args.token_file, "--token-file") if args.token_file else None
         principals = load_principals(args.principals) if args.principals else None
-        cfg = ServerConfig(db=MEMORY if args.memory else args.db, host=args.host, port=args.port,
-                           token=token, retain_revisions=args.retain_revisions,
-                           principals=principals, retain_seconds=args.retain_seconds)
+        backend = "memory" if args.memory else args.backend
+        if backend == "etcd" and not args.etcd:
+            raise ValueError("--backend etcd needs --etcd HOST:PORT[,HOST:PORT...] "
+                             "(the etcd cluster's client endpoints)")
+        if args.etcd and backend != "etcd":
+            raise ValueError("--etcd is for --backend etcd")
+        if backend == "etcd" and args.db:
+            raise ValueError("--db is a SQLite file; with --backend etcd the store is in etcd")
+        cfg = ServerConfig(db=MEMORY if backend == "memory" else args.db, host=args.host,
+                           port=args.port, token=token, retain_revisions=args.retain_revisions,
+                           principals=principals, retain_seconds=args.retain_seconds,
+                           etcd=args.etcd.split(",") if backend == "etcd" else None,
+                           etcd_prefix=args.etcd_prefix,
+                           linearizable=args.etcd_reads == "linearizable")
         cfg.check()
     except ValueError as exc:
         print(f"dspex-notebook serve: {exc}", file=sys.stderr)
@@ -421,7 +434,19 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--db", default=None,
                        help="SQLite store file (default: the default store, $DSPEX_DB or "
                             "~/.local/share/dspex-notebook/store.sqlite3)")
-    store.add_argument("--memory", action="store_true", help="keep everything in memory")
+    store.add_argument("--memory", action="store_true",
+                       help="keep everything in memory (same as --backend memory)")
+    serve.add_argument("--backend", choices=("sqlite", "memory", "etcd"), default="sqlite",
+                       help="where the store lives: a SQLite file (default), memory, or etcd "
+                            "(several servers over one store: docs/scale-out.md)")
+    serve.add_argument("--etcd", default=None, metavar="HOST:PORT[,HOST:PORT...]",
+                       help="etcd client endpoints, for --backend etcd")
+    serve.add_argument("--etcd-prefix", default="/dspex/", metavar="PREFIX",
+                       help="key prefix of the store in etcd (default: /dspex/)")
+    serve.add_argument("--etcd-reads", choices=("linearizable", "local"), default="linearizable",
+                       help="etcd: each request first waits for every write acknowledged "
+                            "anywhere (linearizable, default), or reads this server's view as "
+                            "its watch brought it (local: faster, may lag by the watch delay)")
     auth = serve.add_mutually_exclusive_group()
     auth.add_argument("--token-file", default=None,
                       help="file holding the bearer token (required for a non-loopback --host "

@@ -3,7 +3,8 @@ list when its server goes away (docs/server.md, "Several server addresses").
 
 Real servers on loopback: ``dspex-notebook serve`` processes over one SQLite file (only one
 process may hold it, so B starts once A is SIGKILLed: the same store, the same store id, as
-servers over one shared store are), and embedded servers. Every loop is bounded.
+servers over one shared store are), two live ``serve --backend etcd`` processes over one real
+etcd (the case the list is for), and embedded servers. Every loop is bounded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 import signal
 import socket
 import sys
+import uuid
 
 import pytest
 
@@ -48,17 +50,17 @@ async def until(predicate, timeout: float = TIMEOUT) -> None:
 
 
 class Serve:
-    """``dspex-notebook serve --db DB --port PORT`` as a child process, with its own random
-    token (clients take it from its runtime file, in this test's runtime dir)."""
+    """``dspex-notebook serve STORE-OPTIONS --port PORT`` as a child process, with its own
+    random token (clients take it from its runtime file, in this test's runtime dir)."""
 
-    def __init__(self, db, port: int, log) -> None:
-        self.db, self.port, self.log = str(db), port, log
+    def __init__(self, store: list[str], port: int, log) -> None:
+        self.store, self.port, self.log = store, port, log
         self.address = ""
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> Serve:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "dspex_notebook", "serve", "--db", self.db,
+            sys.executable, "-m", "dspex_notebook", "serve", *self.store,
             "--port", str(self.port), stdout=asyncio.subprocess.PIPE, stderr=self.log,
             env=dict(os.environ))
         async with asyncio.timeout(60):
@@ -97,10 +99,10 @@ def messages(caplog) -> list[str]:
 
 @pytest.mark.slow
 async def test_sigkilled_server_calls_and_watch_move_to_the_next_address(tmp_path, caplog):
-    db = tmp_path / "shared.sqlite3"
+    store = ["--db", str(tmp_path / "shared.sqlite3")]
     log = open(tmp_path / "serve.log", "ab")
-    a = await Serve(db, 0, log).start()
-    b = Serve(db, free_port(), log)
+    a = await Serve(store, 0, log).start()
+    b = Serve(store, free_port(), log)
     addresses = [a.address, f"127.0.0.1:{b.port}"]
     n_before, n = 10, 20
     writer = watcher = None
@@ -148,6 +150,60 @@ async def test_sigkilled_server_calls_and_watch_move_to_the_next_address(tmp_pat
         assert f"one of {a.address},{b.address}" in dn._connect.describe(writer)
         print(f"\nfailover: {n} writes, {n_before} on A, {n - n_before} on B after SIGKILL; "
               f"watch lost 0, duplicates 0, resumes {watcher._hub.resumes}")
+    finally:
+        for ctx in (writer, watcher):
+            if ctx is not None:
+                await ctx.close()
+        await a.stop()
+        await b.stop()
+        log.close()
+
+
+@pytest.mark.slow
+async def test_two_live_servers_over_etcd_the_survivor_takes_over(tmp_path, caplog, etcd_cluster):
+    """What the list is for: A and B both serving one etcd store; A SIGKILLed mid-session."""
+    store = ["--backend", "etcd", "--etcd", ",".join(etcd_cluster.endpoints),
+             "--etcd-prefix", f"/failover-{uuid.uuid4().hex[:12]}/"]
+    log = open(tmp_path / "serve.log", "ab")
+    a = await Serve(store, 0, log).start()
+    b = await Serve(store, 0, log).start()
+    n_before, n = 15, 30
+    writer = watcher = None
+    try:
+        writer = await dn.SessionContext.connect("etcd-fo", address=[a.address, b.address],
+                                                 coherent_cache=False, timeout=10)
+        watcher = await dn.SessionContext.connect("etcd-fo", address=[a.address, b.address],
+                                                  timeout=10)
+        store_id = (await writer.ping())["store_id"]
+        await writer.register_variable("counter", "integer", 0)
+        seen: list[tuple[int, int]] = []
+
+        async def collect() -> None:
+            async with watcher.watch_variable("counter") as watch:
+                async for u in watch:
+                    seen.append((u.value, u.revision))
+                    if u.value == n:
+                        return
+
+        collector = asyncio.create_task(collect())
+        await until(lambda: len(seen) == 1)
+        for i in range(1, n_before + 1):
+            await writer.set_variable("counter", i)
+        with caplog.at_level(logging.WARNING, "dspex_notebook"):
+            await a.kill()
+            for i in range(n_before + 1, n + 1):
+                await writer.set_variable("counter", i)  # the first one is retried on B
+            await asyncio.wait_for(collector, TIMEOUT)
+        values = [v for v, _r in seen]
+        revisions = [r for _v, r in seen]
+        assert values == list(range(n + 1))  # nothing lost, nothing twice, in order
+        assert revisions == sorted(set(revisions))
+        for ctx in (writer, watcher):
+            assert ctx._bridge.recovery.endpoint.address == b.address
+            assert (await ctx.ping())["store_id"] == store_id
+        assert messages(caplog).count(
+            f"dspex_notebook: the server at {a.address} went away; moved to {b.address} "
+            "(the same store) and reconnected") == 2  # the writer's call and the watch stream
     finally:
         for ctx in (writer, watcher):
             if ctx is not None:

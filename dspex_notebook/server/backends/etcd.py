@@ -197,22 +197,20 @@ class EtcdBackend(Backend):
         self._on_commit, self._on_lock_lost = on_commit, on_lock_lost
 
     def drain(self, until: int = 0, timeout: float = 0.0) -> None:
-        """Apply what the watch delivered; with ``until``, wait (at most ``timeout``) until
-        every revision up to it has been. Called on the server's loop thread."""
+        """Apply what the watch delivered (``until`` 0), or wait (at most ``timeout``) until
+        every revision up to ``until`` has been and stop there: a commit waiting for the ones
+        before its own must not apply a later one ahead of it. On the server's loop thread."""
         follower = self._follower
-        if follower is None or self.fatal:
-            if self.fatal:
-                raise ec.EtcdUnavailable(self.fatal)
+        if self.fatal:
+            raise ec.EtcdUnavailable(self.fatal)
+        if follower is None:
             return
         deadline = time.monotonic() + timeout
-        while True:
+        while not until or self.head < until:
             try:
-                if self.head >= until:
-                    item = follower.items.get_nowait()
-                else:
-                    item = follower.items.get(timeout=0.05)
+                item = follower.items.get_nowait() if not until else follower.items.get(timeout=0.05)
             except queue.Empty:
-                if self.head >= until:
+                if not until:
                     return
                 if time.monotonic() > deadline:
                     raise ec.EtcdUnavailable(

@@ -5,7 +5,7 @@
                           [--etcd-reads linearizable|local]]
                          [--token-file F | --principals FILE]
     dspex-notebook list [--json]
-    dspex-notebook vars [PATTERN] [--session S] [--db FILE | --address HOST:PORT --token-file F]
+    dspex-notebook vars [PATTERN] [--session S] [--db FILE | --address HOST:PORT[,...] --token-file F]
     dspex-notebook get NAME [NAME ...] [--json] [--session S] ...
     dspex-notebook set NAME VALUE [--session S] ...        (VALUE is read by the variable's type)
     dspex-notebook watch NAME [NAME ...] [--json] [--session S] ...   (until Ctrl-C)
@@ -25,7 +25,8 @@
 
 The client commands use the running server of the store they are given (``--db``; the default
 store otherwise, the one a notebook kernel's embedded server uses), found through its runtime
-file (which holds the token), or the server at ``--address``. They never start a server, never
+file (which holds the token), or the server at ``--address`` (``A,B``: the first of the list that
+answers, moving along it when a server goes away). They never start a server, never
 create a session (an unknown one is an error naming those that exist), and say on stderr which
 session, server and store they used (``--quiet`` hides it), so stdout stays parseable.
 """
@@ -52,6 +53,16 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"{port} is not a TCP port: use 1-65535, or 0 for any free port")
     return port
+
+
+def _addresses(text: str) -> list[str]:
+    """argparse type of ``--address``: ``HOST:PORT``, or several separated by commas."""
+    from ._addresses import parse_addresses
+
+    try:
+        return parse_addresses(text, "")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _connect_line(state, host: str, token_file: str | None) -> str:
@@ -460,8 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--db", default=None,
                        help="use the running server of this store file (default: the default "
                             "store; `dspex-notebook list` shows each server's store)")
-        p.add_argument("--address", default=None,
-                       help="host:port of the server (instead of finding it by its store)")
+        p.add_argument("--address", default=None, type=_addresses, metavar="HOST:PORT[,...]",
+                       help="host:port of the server (instead of finding it by its store); "
+                            "several, comma-separated: the first that answers, and the next "
+                            "one when it goes away")
         p.add_argument("--token-file", default=None,
                        help="token for --address (default: the server's runtime file)")
         p.add_argument("-q", "--quiet", action="store_true",

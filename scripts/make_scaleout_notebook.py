@@ -68,6 +68,19 @@ cells = [
         "print(\"counter:\", await a.get_variable(\"counter\"))"
     ),
     new_markdown_cell(
+        "## The magics, on the cluster\n\n"
+        "`%var connect` takes the same list: the notebook's `session` moves there "
+        "(docs/notebook.md)."
+    ),
+    new_code_cell(
+        "%load_ext dspex_notebook\n"
+        "import pathlib\n"
+        "pathlib.Path(\"scaleout-token.txt\").write_text(\"notebook-token\")\n"
+        "cluster = \",\".join(addresses)"
+    ),
+    new_code_cell("%var connect {cluster} --session lab --token-file scaleout-token.txt"),
+    new_code_cell("%var list"),
+    new_markdown_cell(
         "## A client given every address survives its server\n\n"
         "It talks to the first that answers; when that one stops, the next call goes to the "
         "next address (a watch resumes there from its last revision)."

@@ -45,6 +45,7 @@ bench: $(VENV)/.synced
 	$(PY) benchmarks/optimizers.py
 	$(PY) benchmarks/optimization_runs.py
 	$(PY) benchmarks/widgets.py
+	$(PY) benchmarks/scaleout.py
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check dspex_notebook tests benchmarks scripts

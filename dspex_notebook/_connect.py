@@ -19,20 +19,25 @@ runtime files: a server restarted with a new token, or another process's new ser
 same store, is picked up, and a context allowed to start servers starts an embedded one for the
 same store. The call is then retried once and one line says what happened. If nothing helps,
 the error says what to do.
+
+``address`` may name several servers (``"a:1,b:2"``, a list, ``DSPEX_ADDRESS`` with commas):
+the context uses the first that answers, and when its server goes away the locator moves to the
+next one of the list and sets the session up there (:mod:`._addresses`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import difflib
-import ipaddress
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _runtime
+from ._addresses import Addresses, Rotation, joined, parse_addresses, same_address, server_at
 from ._errors import AuthenticationError, DspexError, SessionNotFoundError, Unsupported
 from ._wire.client import Bridge, Recovery, channel_target, insecure_channel
 from ._wire.status import BridgeUnavailable
@@ -52,6 +57,9 @@ _HINTS = {
               "address": "%config DspexMagics.address = 'HOST:PORT'",
               "token": "%config DspexMagics.token_file = 'FILE'"},
 }
+
+#: How errors name the address setting, per caller.
+_ADDRESS_SETTING = {"python": "address", "cli": "--address", "magic": "DspexMagics.address"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -79,37 +87,9 @@ def is_default_store(store: str | None) -> bool:
     return same_store(store, str(_runtime.default_db_path()))
 
 
-def _split(address: str) -> tuple[str, str]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]").lower(), port
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def same_address(a: str, b: str) -> bool:
-    """``localhost:50051``, ``127.0.0.1:50051`` and ``[::1]:50051`` are one local server."""
-    (ha, pa), (hb, pb) = _split(a), _split(b)
-    return pa == pb and (ha == hb or (_loopback(ha) and _loopback(hb)))
-
-
 def servers_for_store(store: str) -> list[dict[str, Any]]:
     """Running servers (runtime files) that serve ``store``, newest first."""
     return [info for info in _runtime.list_servers() if same_store(info.get("db"), store)]
-
-
-def server_at(address: str) -> dict[str, Any] | None:
-    """The runtime file of the running server listening on ``address``, if there is one."""
-    for info in _runtime.list_servers():
-        if same_address(str(info.get("address", "")), address):
-            return info
-    return None
 
 
 def token_from_env_file() -> str | None:
@@ -174,17 +154,23 @@ class Locator(Recovery):
             whose token alone can be refreshed).
         via: who is asking (``python``, ``cli``, ``magic``): how hints name settings.
         notify: called with one line when the context moved to another server or token.
+        rotation: several addresses to move along when the server goes away (None: one).
     """
 
     def __init__(self, endpoint: Endpoint, *, store: str | None, may_start: bool,
                  owns_channel: bool, via: str = "python",
-                 notify: Callable[[str], None] | None = None) -> None:
+                 notify: Callable[[str], None] | None = None,
+                 rotation: Rotation | None = None) -> None:
         self.endpoint = endpoint
         self.store = store
         self.may_start = may_start
         self.owns_channel = owns_channel
         self.via = via if via in _HINTS else "python"
         self.notify = notify or log.warning
+        self.rotation = rotation
+        #: ``(session_id, metadata, create)`` of the session's initialization, repeated on a
+        #: server the context moves to (set by :func:`connect`)
+        self.session: tuple[str, dict[str, str], bool] | None = None
         self.started: list[Any] = []  # embedded servers this locator started (owner stops them)
         self.generation = 0
         self._lock: asyncio.Lock | None = None
@@ -205,9 +191,13 @@ class Locator(Recovery):
                       may_start: bool) -> bool:
         if self._lock is None:
             self._lock = asyncio.Lock()
+        since = time.monotonic()
         async with self._lock:
             if self.generation != generation:
                 return True  # another call recovered while this one waited
+            if (self.rotation is not None and self.owns_channel
+                    and not isinstance(error, AuthenticationError)):
+                return await self._move(bridge, background=not may_start, since=since)
             found = self._find(bridge)
             if found is None and may_start and self.may_start and self.store is not None:
                 found = await self._start()
@@ -230,6 +220,51 @@ class Locator(Recovery):
             self.notify(f"dspex_notebook: the server at {found.address} restarted with a new "
                         "token; reconnected with the token from its runtime file")
         return True
+
+    async def _move(self, bridge: Bridge, *, background: bool, since: float) -> bool:
+        """The server went away: move to the next address of the list that answers (see
+        :mod:`._addresses`), its session set up as on the first one. A background caller (the
+        watch stream, which retries by itself) reports failed probes to the log only."""
+        rotation = self.rotation
+        assert rotation is not None
+        before = self.endpoint
+        report = log.info if background else self.notify
+        found = await rotation.search(lambda probe: self._init_on(probe, bridge), bridge.timeout,
+                                      report, since)
+        if found is None:
+            return False
+        old = bridge.rebind(found.probe.channel, found.token)
+        if old is not None:
+            await old.close()
+        bridge.binary = found.probe.binary
+        previous_store, bridge.store_id = bridge.store_id, found.probe.store_id
+        info = found.info or {}
+        self.endpoint = Endpoint(found.address, found.token, info.get("db"), info.get("pid"))
+        self.generation += 1
+        if same_address(found.address, before.address):
+            log.info("dspex_notebook: reconnected to %s", found.address)
+            return True
+        if previous_store and previous_store == bridge.store_id:
+            store = " (the same store)"
+        elif previous_store:
+            store = " (another store: watches relist)"
+        else:
+            store = f" ({describe_store(self.endpoint.store)})" if self.endpoint.store else ""
+        what = (f"the server at {before.address} went away" if bridge.initialized
+                else f"{before.address} did not answer")
+        self.notify(f"dspex_notebook: {what}; moved to {found.address}{store} and reconnected")
+        return True
+
+    async def _init_on(self, probe: Bridge, bridge: Bridge) -> None:
+        """Set the session up on ``probe``'s server as it was on the one that went away (not
+        before it was: then the call being retried is that initialization)."""
+        if not bridge.initialized or self.session is None:
+            return
+        session_id, metadata, create = self.session
+        if create:
+            await probe.initialize_session(session_id, metadata)
+        else:
+            await probe.get_session(session_id)
 
     def _find(self, bridge: Bridge) -> Endpoint | None:
         """A server that can answer instead: the requested store's (new) server, or the same
@@ -269,6 +304,9 @@ class Locator(Recovery):
         return Endpoint(srv.address, srv.token, self.store, os.getpid(), srv)
 
     def explain(self, error: DspexError) -> DspexError:
+        if isinstance(error, BridgeUnavailable) and self.rotation is not None \
+                and self.rotation.outcomes:
+            return self.rotation.failure(error)
         where = self.endpoint.address or "the server"
         if isinstance(error, AuthenticationError):
             if self.endpoint.token is None:
@@ -295,7 +333,7 @@ class Locator(Recovery):
 # connect
 
 
-async def connect(cls: type[SessionContext], session_id: str, *, address: str | None,
+async def connect(cls: type[SessionContext], session_id: str, *, address: Addresses | None,
                   token: str | None, db: str | os.PathLike[str] | None, start_server: bool,
                   metadata: Mapping[str, str] | None, options: dict[str, Any],
                   create: bool = True, via: str = "python",
@@ -304,19 +342,25 @@ async def connect(cls: type[SessionContext], session_id: str, *, address: str | 
 
     ``create=False`` never creates the session: an unknown one raises
     :class:`SessionNotFoundError` naming the sessions that exist (what read-only commands use).
+    ``address`` may list several servers (:func:`~._addresses.parse_addresses`); a malformed
+    one is an :class:`InvalidArgument` naming the entry.
     """
+    what = _ADDRESS_SETTING.get(via, "address")
     if address is None and os.environ.get("DSPEX_ADDRESS"):
-        address = os.environ["DSPEX_ADDRESS"]
+        address, what = os.environ["DSPEX_ADDRESS"], "DSPEX_ADDRESS"
         token = token or os.environ.get("DSPEX_TOKEN") or token_from_env_file()
     hints = _HINTS.get(via, _HINTS["python"])
     if address is not None:
-        info = server_at(address)
-        endpoint = Endpoint(address, token, info.get("db") if info else None,
+        addresses = parse_addresses(address, what)
+        first = addresses[0]
+        info = server_at(first)
+        endpoint = Endpoint(first, token, info.get("db") if info else None,
                             info.get("pid") if info else None)
         if token is None and info is not None:
             endpoint.token = info.get("token")
+        rotation = Rotation(addresses, token) if len(addresses) > 1 else None
         locator = Locator(endpoint, store=None, may_start=False, owns_channel=True, via=via,
-                          notify=notify)
+                          notify=notify, rotation=rotation)
         return await _open(cls, session_id, endpoint, locator, metadata, options, create)
 
     store = store_key(db)
@@ -358,6 +402,7 @@ async def _open(cls: type[SessionContext], session_id: str, endpoint: Endpoint, 
     ctx = cls(session_id, insecure_channel(endpoint.address), token=endpoint.token,
               close_channel=True, **options)
     ctx._bridge.recovery = locator
+    locator.session = (session_id, dict(metadata or {}), create)
     try:
         return await ctx.initialize(metadata, create=create)
     except BaseException:  # e.g. a refused token: do not leak the channel
@@ -406,7 +451,8 @@ def where_text(bridge: Bridge) -> str:
     ep = loc.endpoint
     store = ep.store if ep.store else (loc.store or None)
     extra = "embedded in this process, " if ep.pid == os.getpid() else ""
-    return f"{ep.address or 'the server'} ({extra}{describe_store(store)})"
+    listed = f"; one of {joined(loc.rotation.addresses)}" if loc.rotation is not None else ""
+    return f"{ep.address or 'the server'} ({extra}{describe_store(store)}{listed})"
 
 
 def describe(ctx: SessionContext) -> str:

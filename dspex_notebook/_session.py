@@ -20,7 +20,7 @@ import datetime as _dt
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, overload
 
 from ._cache import MISS, VariableCache
@@ -100,7 +100,7 @@ class SessionContext(DependencyMethods, PermissionsMixin):
 
     @classmethod
     async def connect(
-        cls, session_id: str = "default", *, address: str | None = None,
+        cls, session_id: str = "default", *, address: str | Sequence[str] | None = None,
         token: str | None = None, db: str | os.PathLike[str] | None = None,
         start_server: bool = True, metadata: Mapping[str, str] | None = None, **options: Any,
     ) -> SessionContext:
@@ -111,6 +111,8 @@ class SessionContext(DependencyMethods, PermissionsMixin):
         runtime file (``dspex-notebook list``); else an embedded server is started in this
         process on ``127.0.0.1:<free port>`` over ``db`` (default store file) when
         ``start_server`` is true. ``options`` go to the constructor (``cache_ttl``, ...).
+        ``address`` may name several servers (``"a:1,b:2"`` or a list): the first that answers
+        is used, and the context moves along the list when its server goes away.
 
         Raises:
             BridgeUnavailable: no server could be reached or started.

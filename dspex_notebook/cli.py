@@ -1,9 +1,11 @@
 """``dspex-notebook`` command line: run a server, find running ones, read and write variables.
 
     dspex-notebook serve [--host 127.0.0.1] [--port 50051] [--db FILE | --memory]
+                         [--backend sqlite|memory|etcd --etcd HOST:PORT,... [--etcd-prefix P]
+                          [--etcd-reads linearizable|local]]
                          [--token-file F | --principals FILE]
     dspex-notebook list [--json]
-    dspex-notebook vars [PATTERN] [--session S] [--db FILE | --address HOST:PORT --token-file F]
+    dspex-notebook vars [PATTERN] [--session S] [--db FILE | --address HOST:PORT[,...] --token-file F]
     dspex-notebook get NAME [NAME ...] [--json] [--session S] ...
     dspex-notebook set NAME VALUE [--session S] ...        (VALUE is read by the variable's type)
     dspex-notebook watch NAME [NAME ...] [--json] [--session S] ...   (until Ctrl-C)
@@ -23,7 +25,8 @@
 
 The client commands use the running server of the store they are given (``--db``; the default
 store otherwise, the one a notebook kernel's embedded server uses), found through its runtime
-file (which holds the token), or the server at ``--address``. They never start a server, never
+file (which holds the token), or the server at ``--address`` (``A,B``: the first of the list that
+answers, moving along it when a server goes away). They never start a server, never
 create a session (an unknown one is an error naming those that exist), and say on stderr which
 session, server and store they used (``--quiet`` hides it), so stdout stays parseable.
 """
@@ -52,6 +55,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _addresses(text: str) -> list[str]:
+    """argparse type of ``--address``: ``HOST:PORT``, or several separated by commas."""
+    from ._addresses import parse_addresses
+
+    try:
+        return parse_addresses(text, "")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _connect_line(state, host: str, token_file: str | None) -> str:
     """The one line a client needs to reach this server."""
     from ._connect import MEMORY, is_default_store
@@ -78,9 +91,20 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         token = read_token_file(args.token_file, "--token-file") if args.token_file else None
         principals = load_principals(args.principals) if args.principals else None
-        cfg = ServerConfig(db=MEMORY if args.memory else args.db, host=args.host, port=args.port,
-                           token=token, retain_revisions=args.retain_revisions,
-                           principals=principals, retain_seconds=args.retain_seconds)
+        backend = "memory" if args.memory else args.backend
+        if backend == "etcd" and not args.etcd:
+            raise ValueError("--backend etcd needs --etcd HOST:PORT[,HOST:PORT...] "
+                             "(the etcd cluster's client endpoints)")
+        if args.etcd and backend != "etcd":
+            raise ValueError("--etcd is for --backend etcd")
+        if backend == "etcd" and args.db:
+            raise ValueError("--db is a SQLite file; with --backend etcd the store is in etcd")
+        cfg = ServerConfig(db=MEMORY if backend == "memory" else args.db, host=args.host,
+                           port=args.port, token=token, retain_revisions=args.retain_revisions,
+                           principals=principals, retain_seconds=args.retain_seconds,
+                           etcd=args.etcd.split(",") if backend == "etcd" else None,
+                           etcd_prefix=args.etcd_prefix,
+                           linearizable=args.etcd_reads == "linearizable")
         cfg.check()
     except ValueError as exc:
         print(f"dspex-notebook serve: {exc}", file=sys.stderr)
@@ -410,7 +434,19 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--db", default=None,
                        help="SQLite store file (default: the default store, $DSPEX_DB or "
                             "~/.local/share/dspex-notebook/store.sqlite3)")
-    store.add_argument("--memory", action="store_true", help="keep everything in memory")
+    store.add_argument("--memory", action="store_true",
+                       help="keep everything in memory (same as --backend memory)")
+    serve.add_argument("--backend", choices=("sqlite", "memory", "etcd"), default="sqlite",
+                       help="where the store lives: a SQLite file (default), memory, or etcd "
+                            "(several servers over one store: docs/scale-out.md)")
+    serve.add_argument("--etcd", default=None, metavar="HOST:PORT[,HOST:PORT...]",
+                       help="etcd client endpoints, for --backend etcd")
+    serve.add_argument("--etcd-prefix", default="/dspex/", metavar="PREFIX",
+                       help="key prefix of the store in etcd (default: /dspex/)")
+    serve.add_argument("--etcd-reads", choices=("linearizable", "local"), default="linearizable",
+                       help="etcd: each request first waits for every write acknowledged "
+                            "anywhere (linearizable, default), or reads this server's view as "
+                            "its watch brought it (local: faster, may lag by the watch delay)")
     auth = serve.add_mutually_exclusive_group()
     auth.add_argument("--token-file", default=None,
                       help="file holding the bearer token (required for a non-loopback --host "
@@ -435,8 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--db", default=None,
                        help="use the running server of this store file (default: the default "
                             "store; `dspex-notebook list` shows each server's store)")
-        p.add_argument("--address", default=None,
-                       help="host:port of the server (instead of finding it by its store)")
+        p.add_argument("--address", default=None, type=_addresses, metavar="HOST:PORT[,...]",
+                       help="host:port of the server (instead of finding it by its store); "
+                            "several, comma-separated: the first that answers, and the next "
+                            "one when it goes away")
         p.add_argument("--token-file", default=None,
                        help="token for --address (default: the server's runtime file)")
         p.add_argument("-q", "--quiet", action="store_true",

@@ -50,3 +50,14 @@ def requires():
     """:func:`require` as a fixture, for test modules that cannot import this conftest by
     name (a ``tests/notebook/conftest.py`` may shadow it in a mixed run)."""
     return require
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster():
+    """One real etcd process (tmpfs data) for the whole run; each test takes a key prefix of
+    its own. Skips locally without the ``etcd`` binary; in CI that fails."""
+    from dspex_notebook.server.etcd_local import LocalEtcd, etcd_binary
+
+    require(etcd_binary() is not None, "etcd (Debian package etcd-server)")
+    with LocalEtcd(in_memory=True) as etcd:
+        yield etcd

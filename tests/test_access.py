@@ -10,6 +10,7 @@ import json
 
 import grpc
 import pytest
+from backends import KINDS, server_of
 
 import dspex_notebook as dn
 from dspex_notebook._wire.client import insecure_channel
@@ -37,10 +38,10 @@ def principals_file(tmp_path, fmt="yaml"):
     return path
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=KINDS)
 def srv(request, tmp_path):
-    db = ":memory:" if request.param == "memory" else str(tmp_path / "store.db")
-    with running_server(db, principals=load_principals(principals_file(tmp_path))) as server:
+    with server_of(request.param, request, tmp_path,
+                   principals=load_principals(principals_file(tmp_path))) as server:
         yield server
 
 

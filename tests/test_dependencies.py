@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 import pytest
+from backends import KINDS, server_of
 
 import dspex_notebook as dn
 from dspex_notebook._proto import snakepit_bridge_pb2 as pb
@@ -18,10 +19,9 @@ from dspex_notebook.server.store import Store
 from dspex_notebook.testing import running_server, session_for
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=KINDS)
 def server(request, tmp_path):
-    db = tmp_path / "deps.sqlite3" if request.param == "sqlite" else ":memory:"
-    with running_server(db) as srv:
+    with server_of(request.param, request, tmp_path) as srv:
         yield srv
 
 

@@ -10,18 +10,18 @@ import pickle
 
 import numpy as np
 import pytest
+from backends import KINDS, server_of
 
 import dspex_notebook as dn
-from dspex_notebook.testing import running_server, session_for
+from dspex_notebook.testing import session_for
 
 FORMATS = ("json", "yaml", "pickle", "parquet")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=KINDS)
 def server(request, tmp_path):
-    db = ":memory:" if request.param == "memory" else tmp_path / "store.sqlite3"
-    with running_server(db) as srv:
-        srv.db_path = None if request.param == "memory" else tmp_path / "store.sqlite3"
+    with server_of(request.param, request, tmp_path) as srv:
+        srv.db_path = tmp_path / "store.sqlite3" if request.param == "sqlite" else None
         yield srv
 
 

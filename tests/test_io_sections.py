@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 
 import pytest
+from backends import KINDS, server_of
 
 import dspex_notebook as dn
-from dspex_notebook.testing import running_server, session_for
+from dspex_notebook.testing import session_for
 
 RULES = [{"session_pattern": "reader_*", "permissions": ["read", "observe"]}]
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
-async def test_dependencies_and_rules_round_trip(backend, tmp_path):
-    srv_cm = running_server(tmp_path / "s.sqlite3") if backend == "sqlite" else running_server()
-    with srv_cm as srv:
+@pytest.mark.parametrize("backend", KINDS)
+async def test_dependencies_and_rules_round_trip(backend, tmp_path, request):
+    with server_of(backend, request, tmp_path) as srv:
         async with session_for(srv, "src") as src, session_for(srv, "dst") as dst:
             for name in ("a", "b", "c"):
                 await src.register_variable(name, "float", 1.0)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from backends import KINDS, backend_of
 
 from dspex_notebook import VariableSpec
 from dspex_notebook._errors import Compacted
 from dspex_notebook.server import ServerConfig, Store
-from dspex_notebook.server.backends import MemoryBackend, SQLiteBackend
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_retention_compacts_in_steps_and_keeps_the_newest_rows(kind, tmp_path):
-    backend = MemoryBackend() if kind == "memory" else SQLiteBackend(tmp_path / "r.sqlite3")
+@pytest.mark.parametrize("kind", KINDS)
+def test_retention_compacts_in_steps_and_keeps_the_newest_rows(kind, tmp_path, request):
+    backend = backend_of(kind, request, tmp_path)
     store = Store(backend, retain_revisions=50)
     try:
         store.init_session("p", "s", {})
@@ -41,9 +41,9 @@ def test_retain_revisions_must_be_positive():
         ServerConfig(retain_revisions=0).check()
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_retention_by_age_compacts_what_is_older_than_retain_seconds(kind, tmp_path):
-    backend = MemoryBackend() if kind == "memory" else SQLiteBackend(tmp_path / "a.sqlite3")
+@pytest.mark.parametrize("kind", KINDS)
+def test_retention_by_age_compacts_what_is_older_than_retain_seconds(kind, tmp_path, request):
+    backend = backend_of(kind, request, tmp_path)
     now = [1000.0]
     store = Store(backend, clock=lambda: now[0], retain_seconds=60)
     try:

@@ -7,16 +7,16 @@ import asyncio
 
 import numpy as np
 import pytest
+from backends import KINDS, server_of
 
 import dspex_notebook as dn
 from dspex_notebook.server import Store
 from dspex_notebook.testing import running_server, session_for
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=KINDS)
 def server(request, tmp_path):
-    db = ":memory:" if request.param == "memory" else tmp_path / "store.sqlite3"
-    with running_server(db) as srv:
+    with server_of(request.param, request, tmp_path) as srv:
         yield srv
 
 

@@ -14,6 +14,7 @@ import asyncio
 import json
 
 import pytest
+from backends import KINDS, server_of
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -24,7 +25,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from dspex_notebook.testing import running_server, session_for
+from dspex_notebook.testing import session_for
 
 NAMES = ("a", "b", "c", "d")
 VALUES = st.integers(min_value=-1000, max_value=1000)
@@ -210,10 +211,9 @@ class Writes(RuleBasedStateMachine):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
-def test_writes_agree_with_a_plain_dict_model(backend, tmp_path):
-    server = running_server(tmp_path / "sm.sqlite3") if backend == "sqlite" else running_server()
-    with server as srv:
+@pytest.mark.parametrize("backend", KINDS)
+def test_writes_agree_with_a_plain_dict_model(backend, tmp_path, request):
+    with server_of(backend, request, tmp_path) as srv:
         Writes.server = srv
         run_state_machine_as_test(Writes, settings=settings(
             max_examples=25, stateful_step_count=25, deadline=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import uuid
 
 import numpy as np
 import pytest
@@ -32,9 +33,11 @@ S = "sess"
 class Env:
     """A Store over one backend, with a way to reopen the same data as a fresh Store."""
 
-    def __init__(self, kind: str, tmp_path) -> None:
+    def __init__(self, kind: str, tmp_path, etcd=None) -> None:
         self.kind = kind
         self.path = tmp_path / "store.sqlite3"
+        self.etcd = etcd
+        self.prefix = f"/contract-{uuid.uuid4().hex[:12]}/"
         self.store = Store(self._backend())
 
     def _backend(self) -> Backend:
@@ -42,10 +45,14 @@ class Env:
             if not hasattr(self, "_memory"):
                 self._memory = MemoryBackend()
             return self._memory
+        if self.kind == "etcd":
+            from dspex_notebook.server.backends.etcd import EtcdBackend
+
+            return EtcdBackend(self.etcd.endpoints, self.prefix)
         return SQLiteBackend(self.path)
 
     def reopen(self) -> Store:
-        if self.kind == "sqlite":
+        if self.kind != "memory":
             self.store.close()
         self.store = Store(self._backend())
         return self.store
@@ -54,9 +61,10 @@ class Env:
         self.store.close()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "etcd"])
 def env(request, tmp_path):
-    e = Env(request.param, tmp_path)
+    etcd = request.getfixturevalue("etcd_cluster") if request.param == "etcd" else None
+    e = Env(request.param, tmp_path, etcd)
     yield e
     e.close()
 
@@ -81,9 +89,12 @@ def snapshot(store: Store):
 
 
 def test_new_store_starts_at_revision_zero(env):
-    assert env.store.revision == 0
+    # etcd: the store's revision is etcd's own, so a new store (key prefix) starts at the
+    # revision etcd is at; it is still the revision the first commit follows
+    start = 0 if env.kind != "etcd" else env.store.backend.client.range(b"\0").header.revision
+    assert env.store.revision == start
     assert isinstance(env.store.store_id, str) and env.store.store_id
-    assert env.store.backend.load().revision == 0
+    assert env.store.backend.load().revision == start
 
 
 def test_revision_plus_one_per_committed_write(store):

@@ -130,6 +130,8 @@ class Bridge:
         self.initialized = False
         #: arrays travel as raw bytes unless the peer is an old snakepit server (see ping()).
         self.binary = True
+        #: the store the server said it serves (its last Ping), "" before one
+        self.store_id = ""
         #: set by SessionContext.close(): later calls fail clearly instead of inside grpc.
         self.closed = False
         # grpc.aio channels are bound to the loop they were created on (private attribute, so
@@ -223,6 +225,7 @@ class Bridge:
         reply = await self._call("Ping", pb.PingRequest(message=message), "Ping")
         if not reply.server_version:
             self.binary = False  # a v0.4.x server cannot read raw arrays
+        self.store_id = reply.store_id
         return {
             "message": reply.message,
             "server_time": timestamp_to_datetime(reply.server_time),

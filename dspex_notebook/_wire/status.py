@@ -57,6 +57,7 @@ CODE_OF_KIND: dict[str, grpc.StatusCode] = {
     "Unsupported": S.UNIMPLEMENTED,
     "ResourceLimitExceeded": S.RESOURCE_EXHAUSTED,
     "StoreLocked": S.FAILED_PRECONDITION,
+    "StoreUnavailable": S.UNAVAILABLE,  # etcd did not answer (_wire/etcd_client.py)
     "BridgeUnavailable": S.UNAVAILABLE,
     "Compacted": S.OUT_OF_RANGE,
 }

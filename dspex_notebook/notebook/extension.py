@@ -8,6 +8,10 @@ one line naming the session, the server and its store (``DspexMagics.quiet`` hid
 failure is one line too. When the server goes away later, the next call finds or starts one
 for the same store and says so (``_connect.Locator``).
 
+``%var connect A,B`` (:func:`reconnect`) moves the published ``session`` to other servers: a
+new context is connected first (the old one stays if that fails), then it replaces the old one
+inside the same ``session`` object, and the old one is closed.
+
 Unload (``%unload_ext``, ``%reload_ext``, kernel shutdown via ``atexit``): close the session,
 stop an embedded server this extension started, stop the IO thread. Nothing is left running.
 """
@@ -85,6 +89,47 @@ def load_ipython_extension(ip: Any) -> None:
     _state.update(ip=ip, magics=magics, session=session, portal=portal, servers=started,
                   name=magics.namespace_name)
     atexit.register(_shutdown)
+
+
+def reconnect(addresses: list[str], session_id: str | None, token: str | None) -> str:
+    """Connect the notebook's ``session`` to the first of ``addresses`` that answers (the
+    session ``session_id``, or the current one's) and return the line that says where.
+
+    Live displays (``%var watch``, widget and optimization panels) belonged to the old
+    connection and are stopped; embedded servers this extension started keep running until it
+    is unloaded.
+
+    Raises:
+        DspexMagicError: no server answered, or it refused the token; ``session`` is unchanged.
+    """
+    session: NotebookSession = _state["session"]
+    magics: DspexMagics = _state["magics"]
+    portal: Portal = _state["portal"]
+    try:
+        ctx = portal.run(
+            _connect.connect(
+                SessionContext, session_id or session.session_id, address=addresses,
+                token=token, db=None, start_server=False,
+                metadata={"client": "ipython", "pid": str(os.getpid())}, options={},
+                via="magic", notify=print,
+            ),
+            timeout=max(magics.timeout, 30.0),
+        )
+    except (DspexError, OSError, ValueError, TimeoutError) as exc:
+        raise DspexMagicError(f"%var connect: {type(exc).__name__}: {exc}") from exc
+    old = session.context
+    magics.stop_views()
+    _state["servers"] = [*_state.get("servers", ()), *_connect.started_servers(old)]
+    session.context = ctx
+    try:
+        portal.run(old.close(), timeout=5.0)
+    except Exception:  # the old server is typically gone: nothing to tell it
+        pass
+    try:  # the new session's names, for tab completion
+        portal.run(ctx.list_variables(), timeout=magics.timeout)
+    except Exception:
+        pass
+    return _connect.describe(ctx)
 
 
 def unload_ipython_extension(ip: Any) -> None:

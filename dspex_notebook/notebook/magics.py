@@ -20,6 +20,8 @@ from .._errors import DspexError, VariableExistsError, a_or_an
 from .._planned import COMMANDS as PLANNED
 from .._planned import not_yet
 from . import commands
+from .connect_magics import USAGE as CONNECT_USAGE
+from .connect_magics import ConnectMagics
 from .io_magics import USAGE as TRANSFER_USAGE
 from .io_magics import TransferMagics
 
@@ -53,7 +55,7 @@ USAGE = """\
 %var permissions NAME [--set RULES] [--check PERMISSION [--as SESSION]]
                                       show / set (YAML: [{session_pattern: 'bob_*', permissions:
                                       [read]}], [] for none) / check a variable's access rules
-""" + TRANSFER_USAGE + """\
+""" + TRANSFER_USAGE + CONNECT_USAGE + """\
 %var optimize NAME --objective FUNC [--optimizer bayesian] [--max-iterations N] [--config YAML]
                                       start a server-held run; FUNC(value) -> float or dict;
                                       shows its live panel (--no-panel: just the run id)
@@ -71,11 +73,12 @@ USAGE = """\
 
 SUBCOMMANDS = ("list", "info", "register", "del", "delete", "rm", "watch", "unwatch", "stats",
                "cache", "optimize", "status", "stop", "history", "rollback", "deps", "export",
-               "import", "restore", "permissions", "dspy", "help", "widget", "slider")
+               "import", "restore", "permissions", "dspy", "help", "widget", "slider",
+               "connect")
 #: what completion offers after ``%var `` (aliases left out)
 COMPLETED = ("list", "info", "register", "del", "watch", "unwatch", "stats", "cache", "optimize",
              "status", "stop", "history", "rollback", "deps", "export", "import", "restore",
-             "permissions", "dspy", "help", "widget")
+             "permissions", "dspy", "help", "widget", "connect")
 
 
 def _help(topic: str) -> str:
@@ -133,11 +136,13 @@ def _register_parser() -> _Parser:
 
 
 @magics_class
-class DspexMagics(TransferMagics, Magics):
+class DspexMagics(TransferMagics, ConnectMagics, Magics):
     """``%var`` magics bound to one session (see :data:`USAGE`)."""
 
     address = Unicode(None, allow_none=True,
-                      help="host:port of a server (default: find or start one)").tag(config=True)
+                      help="host:port of a server, or several comma-separated (the first that "
+                           "answers; the next when it goes away); default: find or start one"
+                      ).tag(config=True)
     token = Unicode(None, allow_none=True, help="bearer token for `address`").tag(config=True)
     token_file = Unicode(None, allow_none=True, help="file holding the bearer token").tag(config=True)
     session_id = Unicode("default", help="server-side session to use").tag(config=True)
@@ -251,6 +256,8 @@ class DspexMagics(TransferMagics, Magics):
             return self.restore(rest)
         if head == "permissions":
             return self.permissions(rest)
+        if head == "connect":
+            return self.connect(rest)
         if head in ("status", "stop"):
             if len(rest) != 1:
                 raise UsageError(f"usage: %var {head} NAME")

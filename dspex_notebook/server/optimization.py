@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._errors import InvalidArgument, OptimizationConflict
+from .._errors import InvalidArgument, OptimizationConflict, VersionConflict
 from .._optimize import (
     BaseOptimizer,
     BayesianOptimizer,
@@ -102,6 +102,9 @@ class Run:
         self.lease = lease
         self.expires = time.monotonic() + lease
         self.lock = asyncio.Lock()
+        #: (shared store) another server advanced this run: rebuild the optimizer before use
+        self.stale = False
+        self.refreshed = time.monotonic()  # (shared store) when its etcd lease was last kept alive
 
     @property
     def id(self) -> str:
@@ -265,6 +268,8 @@ class Optimizations:
         if client_side:
             space_for(var.type, var.constraints, var.name)  # the variable must be searchable
         row = RunRow(f"opt-{uuid.uuid4().hex[:12]}", var.session_id, var.id, doc)
+        if self.shared:  # the lock lives on an etcd lease that any server can keep alive
+            doc["lease_id"] = self.store.backend.grant_lock(lease)  # type: ignore[attr-defined]
         self._commit(Commit(runs=[row], doc_compares=doc_compares, ts=now), principal)
         run = Run(row, [], engine, lease)
         self.runs[row.id] = run
@@ -294,11 +299,17 @@ class Optimizations:
         """``next_trial`` under ``run.lock``: the pending trial, a new one (suggested, written
         and committed), or None when the run is over. ``carry`` (a report's commit, when the
         suggestion needs no await) is committed with whatever this commits: one per trial."""
-        if not run.running or run.pending() is not None:
+        if not run.running:
             if carry is not None:
                 self._commit(carry, principal)
-            return run.pending() if run.running else None
-        run.touch()
+            return None
+        self._touch(run)
+        self._rebuild(run)
+        pending = run.pending()
+        if pending is not None:
+            if carry is not None:
+                self._commit(carry, principal)
+            return pending
         var = self.store.view.vars[run.row.var_id]
         try:
             if run.doc["client_side"]:
@@ -361,7 +372,8 @@ class Optimizations:
             # the lock may have been awaited: check 'optimize' again with no await between the
             # check and the trial's update (a report writes no variable, so no compare)
             _, doc_compares = self.store.reach(principal, session_id, ident, "optimize")
-            run.touch()
+            self._touch(run)
+            self._rebuild(run)
             if not 1 <= trial_id <= len(run.trials):
                 raise InvalidArgument(f"run {run.id!r} has no trial {trial_id}")
             trial = run.trials[trial_id - 1]
@@ -422,7 +434,7 @@ class Optimizations:
         var, run = self._run_of(principal, session_id, ident, run_id)
         if run is None or not run.running:
             raise InvalidArgument(f"variable {var.name!r} is not being optimized")
-        run.touch()
+        self._touch(run)
         return run
 
     def status(self, principal: str, session_id: str, ident: str, run_id: str = "") -> dict[str, Any]:
@@ -467,6 +479,8 @@ class Optimizations:
             self.active.pop(run.row.var_id, None)
             if run.optimizer is not None:
                 run.optimizer.stop(reason)
+        if self.shared and doc.get("lease_id"):
+            self._release(int(doc["lease_id"]))
 
     def finish_session(self, session_id: str, principal: str) -> list[RunRow]:
         """Rows ending the session's runs (committed with the session's cleanup)."""
@@ -484,6 +498,8 @@ class Optimizations:
         return rows
 
     def _ensure_ticker(self) -> None:
+        if self.shared:  # etcd expires the lock's lease; every server then ends the run
+            return
         if self._ticker is None or self._ticker.done():
             try:
                 self._ticker = asyncio.get_running_loop().create_task(self._leases())
@@ -502,6 +518,90 @@ class Optimizations:
                         self._finish(run, "abandoned", run.doc.get("principal", ""))
                     except Exception:
                         log.exception("could not end abandoned run %s", run.id)
+
+    # ------------------------------------------------------------------------------------------
+    # several servers over one store (etcd): runs started or advanced elsewhere
+
+    @property
+    def shared(self) -> bool:
+        return bool(getattr(self.store.backend, "shared", False))
+
+    def _touch(self, run: Run) -> None:
+        """The driver called: push the lease back (and, shared, keep the etcd lease alive,
+        at most every third of its time to live)."""
+        run.touch()
+        lease_id = run.doc.get("lease_id")
+        if self.shared and lease_id and time.monotonic() - run.refreshed > run.lease / 3:
+            run.refreshed = time.monotonic()
+            self.store.backend.refresh_lock(int(lease_id))  # type: ignore[attr-defined]
+
+    def _release(self, lease_id: int) -> None:
+        try:
+            self.store.backend.release_lock(lease_id)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - the lease then just expires
+            log.warning("could not revoke lease %x: %s", lease_id, exc)
+
+    def _rebuild(self, run: Run) -> None:
+        """A server-side run another server advanced: replay its trials into a fresh
+        optimizer here (as after a restart) so this server proposes what it would have."""
+        if run.stale and not run.doc["client_side"] and run.running:
+            run.optimizer = self._replay(run.row, [t for t in run.trials])
+        run.stale = False
+
+    def followed(self, commit: Commit) -> None:
+        """Another server's commit touched runs: take its records and trials."""
+        for row in commit.runs:
+            run = self.runs.get(row.id)
+            if run is None:
+                run = Run(row, [], None, row.doc.get("lease", DEFAULT_LEASE))
+                self.runs[row.id] = run
+                self.latest[row.var_id] = row.id
+            run.row = row
+            run.stale = True
+            if run.running:
+                self.active[row.var_id] = row.id
+            else:
+                if self.active.get(row.var_id) == row.id:
+                    del self.active[row.var_id]
+                if run.optimizer is not None:
+                    run.optimizer.stop(str(row.doc.get("stop_detail") or "stopped"))
+                run.optimizer = None
+        for t in commit.trials:
+            run = self.runs.get(t.run_id)
+            if run is None:
+                continue
+            i = t.iteration - 1
+            if i < len(run.trials):
+                run.trials[i] = t.doc
+            elif i == len(run.trials):
+                run.trials.append(t.doc)
+            run.stale = True
+        for sid in commit.session_deletes:
+            for run in [r for r in self.runs.values() if r.row.session_id == sid]:
+                self.runs.pop(run.id, None)
+                self.active.pop(run.row.var_id, None)
+                if self.latest.get(run.row.var_id) == run.id:
+                    del self.latest[run.row.var_id]
+
+    def lock_lost(self, run_id: str, revision: int) -> None:
+        """etcd deleted a run's lock (its lease expired: neither its driver nor any server
+        kept it alive): end the run as ``abandoned``, from the loop, not inside the drain."""
+        try:
+            asyncio.get_running_loop().call_soon(self._abandon, run_id)
+        except RuntimeError:
+            self._abandon(run_id)
+
+    def _abandon(self, run_id: str) -> None:
+        run = self.runs.get(run_id)
+        if run is None or not run.running:
+            return
+        log.info("optimization %s abandoned: its lease expired", run_id)
+        try:
+            self._finish(run, "abandoned", run.doc.get("principal", ""))
+        except VersionConflict:  # another server ended it first; its commit follows
+            pass
+        except Exception:
+            log.exception("could not end abandoned run %s", run_id)
 
     def _active_runs(self) -> list[Run]:
         return [self.runs[rid] for rid in list(self.active.values()) if rid in self.runs]

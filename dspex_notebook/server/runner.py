@@ -33,8 +33,14 @@ log = logging.getLogger("dspex_notebook.server")
 MEMORY = ":memory:"
 
 
-def open_backend(db: str | os.PathLike[str] | None) -> Backend:
-    """``None`` → the default SQLite file, ``":memory:"`` → in-memory, else a SQLite path."""
+def open_backend(db: str | os.PathLike[str] | None, etcd: list[str] | None = None,
+                 etcd_prefix: str = "/dspex/") -> Backend:
+    """``etcd`` endpoints → the etcd backend (several servers, docs/scale-out.md); else
+    ``None`` → the default SQLite file, ``":memory:"`` → in-memory, else a SQLite path."""
+    if etcd:
+        from .backends.etcd import EtcdBackend
+
+        return EtcdBackend(etcd, etcd_prefix)
     if db is None:
         db = _runtime.default_db_path()
     if os.fspath(db) == MEMORY:
@@ -96,6 +102,13 @@ class ServerConfig:
     principals: list[Any] | None = None
     #: also compact what was committed more than this many seconds ago (None: no age limit)
     retain_seconds: float | None = None
+    #: etcd client endpoints: the store is in etcd, shared with other servers (``db`` unused)
+    etcd: list[str] | None = None
+    #: the key prefix of this store in etcd (several stores may share one etcd)
+    etcd_prefix: str = "/dspex/"
+    #: (etcd) wait for a linearizable etcd read before each request; False: serve from this
+    #: server's view as its watch has brought it (faster; may lag, docs/scale-out.md)
+    linearizable: bool = True
 
     def check(self) -> None:
         if isinstance(self.port, bool) or not isinstance(self.port, int) \
@@ -105,6 +118,15 @@ class ServerConfig:
                              "free port")
         if self.retain_revisions is not None and self.retain_revisions < 1:
             raise ValueError(f"--retain-revisions must be at least 1, got {self.retain_revisions}")
+        if self.etcd is not None:
+            from .._wire.etcd_client import channel_target
+
+            if not self.etcd:
+                raise ValueError("--etcd needs at least one host:port endpoint")
+            channel_target(self.etcd)  # InvalidArgument (a ValueError) naming a bad endpoint
+            if not (self.etcd_prefix.startswith("/") and self.etcd_prefix.endswith("/")):
+                raise ValueError(f"--etcd-prefix must start and end with '/', got "
+                                 f"{self.etcd_prefix!r}")
         if self.retain_seconds is not None and not self.retain_seconds > 0:
             raise ValueError(f"--retain-seconds must be more than 0, got {self.retain_seconds}")
         if not is_loopback(self.host) and not self.token and not self.principals:
@@ -137,9 +159,22 @@ async def _serve(cfg: ServerConfig, stop: asyncio.Event, ready: Any, state: _Run
     else:
         token = cfg.token or secrets.token_urlsafe(32)
         tokens, rights = {token: "owner"}, Rights()
-    backend = open_backend(cfg.db)
-    store = Store(backend, cfg.limits, retain_revisions=cfg.retain_revisions, rights=rights,
-                  retain_seconds=cfg.retain_seconds)
+    # a backend may block on the network (etcd): open it off the loop
+    backend = await asyncio.to_thread(open_backend, cfg.db, cfg.etcd, cfg.etcd_prefix)
+    try:
+        store = Store(backend, cfg.limits, retain_revisions=cfg.retain_revisions, rights=rights,
+                      retain_seconds=cfg.retain_seconds)
+    except BaseException:
+        backend.close()
+        raise
+    store.linearizable = cfg.linearizable
+    store.attach(asyncio.get_running_loop())
+    if getattr(backend, "shared", False):
+        def fatal(message: str) -> None:  # the view can no longer follow: stop serving it
+            log.error("stopping: %s", message)
+            stop.set()
+
+        backend.on_fatal = fatal  # type: ignore[attr-defined]
     state.store = store
     try:
         server, port = await start_grpc_server(
@@ -151,7 +186,7 @@ async def _serve(cfg: ServerConfig, stop: asyncio.Event, ready: Any, state: _Run
     host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
     state.address, state.port, state.token = f"{host}:{port}", port, token
     state.store_id = store.store_id
-    state.db = getattr(backend, "path", MEMORY)
+    state.db = str(getattr(backend, "path", None) or getattr(backend, "url", MEMORY))
     try:
         if cfg.write_runtime_file:
             state.runtime_file = _runtime.write_runtime_file(
@@ -187,16 +222,19 @@ class EmbeddedServer:
         write_runtime_file: publish address + token for other local processes.
         principals: several principals (``server/principals.py``) instead of one token;
             ``token`` is then the first principal's.
+        etcd, etcd_prefix, linearizable: the store in etcd instead (``db`` unused), shared
+            with every server given the same endpoints and prefix (docs/scale-out.md).
     """
 
     def __init__(self, db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, token: str | None = None, write_runtime_file: bool = True,
                  runtime_dir: pathlib.Path | None = None, limits: Limits | None = None,
                  retain_revisions: int | None = None, principals: list[Any] | None = None,
-                 retain_seconds: float | None = None) -> None:
+                 retain_seconds: float | None = None, etcd: list[str] | None = None,
+                 etcd_prefix: str = "/dspex/", linearizable: bool = True) -> None:
         self.config = ServerConfig(db, host, port, token, write_runtime_file, runtime_dir,
                                    limits or Limits(), retain_revisions, principals,
-                                   retain_seconds)
+                                   retain_seconds, etcd, etcd_prefix, linearizable)
         self.config.check()
         self._state = _Running()
         self._thread: threading.Thread | None = None

@@ -17,6 +17,9 @@ Nothing is published before it is durable, and nothing is applied in more than o
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -32,8 +35,10 @@ from .backends.base import Backend, Commit, Delete, DocCompare, SessionRow, Stor
 from .events import EventBatch, EventHub, Subscription, batches_from_rows, row_variable
 from .limits import Limits
 from .optimization import Optimizations
-from .view import SessionState, View
+from .view import SessionState, View, decoded
 from .writes import resolve, stage_batch, stage_delete, stage_register, stage_set
+
+log = logging.getLogger("dspex_notebook.server")
 
 List = list  # `Store.list` and `Store.set` (RPCs) shadow the builtins inside the class body
 
@@ -74,6 +79,18 @@ class Store:
         self.writes: Counter[str] = Counter()
         self.optimizations = Optimizations(self)
         self.optimizations.load(snap.runs, snap.trials)
+        #: (shared backend) unary reads wait for :meth:`read_barrier` first; False: reads
+        #: are served from this server's view as the watch has brought it (may lag, see
+        #: docs/scale-out.md)
+        self.linearizable = True
+        self._barrier_next: asyncio.Future[None] | None = None
+        self._barrier_task: asyncio.Task[None] | None = None
+        self._arrived = asyncio.Event()
+        if getattr(backend, "shared", False):
+            backend.follow(self._follow_remote,  # type: ignore[attr-defined]
+                           self.optimizations.lock_lost)
+            for run_id in backend.lost_locks():  # type: ignore[attr-defined]
+                self.optimizations.lock_lost(run_id, 0)
         if self.optimizations.active:
             self.optimizations._ensure_ticker()
 
@@ -100,7 +117,18 @@ class Store:
             key = (access.KIND, d.var.id)
             if key in docs and key not in staged:
                 commit.docs.append(access.rules_doc(d.var.id, d.var.session_id, []))
+        commit.principal = principal
         revision = self.backend.commit(commit)
+        self._applied(commit, revision, principal)
+        if self.retain_revisions is not None:
+            self._maybe_compact()
+        if self.retain_seconds is not None:
+            self._maybe_compact_by_age()
+        return revision
+
+    def _applied(self, commit: Commit, revision: int, principal: str) -> None:
+        """Steps 3 and 4 for a commit the backend holds: ours, or (a shared backend) another
+        server's, handed over by :meth:`_follow_remote` in revision order."""
         batches = self.view.apply(commit, revision, principal)
         for put in commit.puts:
             self.writes[put.var.id] += 1
@@ -108,11 +136,77 @@ class Store:
             self.hub.publish(batch)
         if self.watch_guards.watched:
             self.watch_guards.recheck(commit)
-        if self.retain_revisions is not None:
-            self._maybe_compact()
-        if self.retain_seconds is not None:
-            self._maybe_compact_by_age()
-        return revision
+        for sid in commit.session_deletes:
+            self.hub.close_session(sid)
+
+    # ------------------------------------------------------------------------------------------
+    # several servers over one shared backend (etcd): follow the others' commits
+
+    def _follow_remote(self, commit: Commit, revision: int) -> None:
+        """Another server's commit (already in the backend's mirror): into the view, to the
+        watchers, to the optimization runs — as if it had been committed here."""
+        for p in commit.puts:  # the record carries encodings; the view holds decoded values
+            decoded(p.var)
+        self._applied(commit, revision, commit.principal)
+        self.optimizations.followed(commit)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Follow a shared backend's other writers from ``loop`` (the server's): when its
+        watch delivers, the loop drains it (coalesced: one callback per burst)."""
+        backend = self.backend
+        if not getattr(backend, "shared", False):
+            return
+        pending = threading.Event()
+
+        def drain() -> None:
+            pending.clear()
+            try:
+                backend.drain()  # type: ignore[attr-defined]
+            except DspexError as exc:
+                log.error("following the store failed: %s", exc)
+            self._arrived.set()
+
+        def wake() -> None:  # on the watch thread
+            if not pending.is_set():
+                pending.set()
+                loop.call_soon_threadsafe(drain)
+
+        self._arrived = asyncio.Event()
+        backend.wake = wake  # type: ignore[attr-defined]
+        loop.call_soon(drain)
+
+    async def read_barrier(self) -> None:
+        """Wait until this server's view holds every commit acknowledged (by any server)
+        before the call: one linearizable etcd read, shared by the calls that arrive while it
+        is in flight, then the watch catching up. A no-op for a backend of one server."""
+        if not getattr(self.backend, "shared", False):
+            return
+        if self._barrier_next is None:
+            self._barrier_next = asyncio.get_running_loop().create_future()
+            if self._barrier_task is None or self._barrier_task.done():
+                self._barrier_task = asyncio.get_running_loop().create_task(self._barriers())
+        await asyncio.shield(self._barrier_next)
+
+    async def _barriers(self) -> None:
+        backend: Any = self.backend
+        while self._barrier_next is not None:
+            fut, self._barrier_next = self._barrier_next, None  # later callers: the next round
+            try:
+                target = await asyncio.to_thread(backend.current_revision)
+                for _ in range(2000):  # bounded: the backend's own catch-up timeout is 10 s
+                    backend.drain()
+                    if backend.head >= target or self.view.revision >= target:
+                        break
+                    self._arrived.clear()
+                    try:
+                        await asyncio.wait_for(self._arrived.wait(), 0.05)
+                    except TimeoutError:
+                        pass
+                else:
+                    raise ResourceLimitExceeded("this server's view did not catch up with etcd")
+                fut.set_result(None)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+                fut.set_exception(exc)
 
     def _maybe_compact(self) -> None:
         keep = self.retain_revisions or 0
@@ -177,7 +271,6 @@ class Store:
         runs = self.optimizations.finish_session(session_id, principal)
         revision = self._commit(Commit(deletes=deletes, session_deletes=[session_id], runs=runs,
                                        ts=now), principal)
-        self.hub.close_session(session_id)
         return removed, revision
 
     def get_session(self, principal: str, session_id: str) -> tuple[SessionRow, int]:

@@ -61,14 +61,17 @@ def test_load_ext_ignores_a_server_of_another_store(ip, tmp_path):
         assert "%config DspexMagics.db = 'PATH'" in out
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1:1", "no-such-host.invalid:50051", "::::"])
-def test_failed_load_ext_is_one_line(ip, address):
+@pytest.mark.parametrize(("address", "kind"), [
+    ("127.0.0.1:1", "BridgeUnavailable"), ("no-such-host.invalid:50051", "BridgeUnavailable"),
+    ("::::", "InvalidArgument"),  # not HOST:PORT: refused before any call, naming it
+])
+def test_failed_load_ext_is_one_line(ip, address, kind):
     ip.run_line_magic("config", f"DspexMagics.address = {address!r}")
     ip.run_line_magic("config", "DspexMagics.timeout = 5")
     error, out = shown(ip, "%load_ext dspex_notebook")
     assert isinstance(error, DspexMagicError)
     assert out.count("\n") == 1, out
-    assert out.startswith("%load_ext dspex_notebook: BridgeUnavailable: ")
+    assert out.startswith(f"%load_ext dspex_notebook: {kind}: ")
     assert EXT not in ip.extension_manager.loaded
 
 
@@ -184,7 +187,7 @@ def test_help_for_one_command(ext, capsys):
     assert capsys.readouterr().out == (
         "%var help: no command 'extra'; the commands are: list, info, register, del, watch, "
         "unwatch, stats, cache, optimize, status, stop, history, rollback, deps, export, import, "
-        "restore, permissions, dspy, help, widget (`%var help` shows them all)\n")
+        "restore, permissions, dspy, help, widget, connect (`%var help` shows them all)\n")
     var(ext, "help register")
     out = capsys.readouterr().out
     assert out.startswith("%var register NAME TYPE VALUE") and "--replace" in out

@@ -25,12 +25,16 @@ from typing import Any
 import grpc
 
 from ..._errors import AuthenticationError, DspexError, InvalidArgument, Unsupported
+from ...server.backends.base import StaleView
 from ...server.store import Store
 from ..admission import admit
 from ..encode import Encoder
 from ..status import CODEC_KEY, abort_args
 
 log = logging.getLogger("dspex_notebook.server")
+
+#: how often a write is staged again when other servers keep winning the race to its variables
+STALE_RETRIES = 8
 
 
 class MalformedRequest:
@@ -71,6 +75,8 @@ class ServicerBase:
         # The (single) token's header value, so the common case is one string compare.
         self._fast = {f"Bearer {t}": p for t, p in self._tokens.items()}
         self.encoder = Encoder()
+        #: several servers write the store (etcd): see :func:`_shared_call`
+        self.shared = bool(getattr(store.backend, "shared", False))
 
     def _caller(self, context: grpc.aio.ServicerContext) -> tuple[str, bool]:
         auth = None
@@ -119,6 +125,8 @@ def rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             principal, raw = self._caller(context)
             self._check_request(request)
+            if self.shared:
+                return await _shared_call(self, fn, awaits, request, principal, raw)
             reply = fn(self, request, principal, raw)
             return (await reply) if awaits else reply
         except DspexError as exc:
@@ -134,6 +142,23 @@ def rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
     return handler
 
 
+async def _shared_call(self: ServicerBase, fn: Callable[..., Any], awaits: bool, request: Any,
+                       principal: str, raw: bool) -> Any:
+    """A handler on a store several servers write (etcd): read only after the view holds
+    every write acknowledged before the call (:meth:`Store.read_barrier`), and stage a plain
+    handler again when its commit met another server's newer write (:class:`StaleView`)."""
+    if self.store.linearizable:
+        await self.store.read_barrier()
+    for attempt in range(STALE_RETRIES):
+        try:
+            reply = fn(self, request, principal, raw)
+            return (await reply) if awaits else reply
+        except StaleView:
+            if awaits or attempt == STALE_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
     """A server-streaming handler ``fn(self, request, principal, raw, context)`` (async gen)."""
 
@@ -143,6 +168,8 @@ def stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
         try:
             principal, raw = self._caller(context)
             self._check_request(request)
+            if self.shared:  # a client moving here must not find this server behind its
+                await self.store.read_barrier()  # last revision (it would resync for nothing)
             async for message in fn(self, request, principal, raw, context):
                 yield message
         except DspexError as exc:

@@ -184,6 +184,8 @@ class Commit:
     docs: list[DocRow] = field(default_factory=list)  # upserts (doc=None: delete)
     doc_compares: list[DocCompare] = field(default_factory=list)
     ts: float = 0.0
+    #: who committed it (set by the store; a shared backend carries it to the other servers)
+    principal: str = ""
 
     def stamp(self, revision: int) -> None:
         """Fill in what only the assigned revision determines (called by the backend)."""
@@ -237,11 +239,20 @@ class CompareFailed(VersionConflict):
     kind = "VersionConflict"
 
 
+class StaleView(CompareFailed):
+    """(A shared backend) the commit was staged on a view another server's write had
+    already made stale; the view has caught up since. Stage the request again: the retry
+    is a plain write's last-writer-wins, and an ``expected_version`` that no longer holds
+    then fails as the VersionConflict it is."""
+
+
 class Backend(abc.ABC):
     """Durable storage for sessions, variables and their change log."""
 
     #: short name shown by ``dspex-notebook serve`` and in Ping.
     name: str = "backend"
+    #: written by several servers at once (etcd): each server follows the others' commits
+    shared: bool = False
 
     @abc.abstractmethod
     def load(self) -> Snapshot:

@@ -79,6 +79,13 @@ class MemoryBackend(Backend):
         self._check(commit)
         revision = self._revision + 1
         commit.stamp(revision)
+        self.apply_at(commit, revision)
+        return revision
+
+    def apply_at(self, commit: Commit, revision: int) -> None:
+        """Take a checked, stamped ``commit`` as ``revision`` (> the current one): what
+        :meth:`commit` does after its compares, and how an etcd server's local mirror
+        (``etcd.py``) follows commits that etcd has already checked and numbered."""
         for sid in commit.session_deletes:  # a session goes with its variables (as in SQLite)
             self._sessions.pop(sid, None)
             for vid in [k for k, v in self._variables.items() if v.session_id == sid]:
@@ -114,7 +121,6 @@ class MemoryBackend(Backend):
             self._log_revs.append(revision)
             self._by_var.setdefault(row.var_id, []).append(row)
         self._revision = revision
-        return revision
 
     def changes(self, after: int, limit: int = 1000) -> list[HistoryRow]:
         if after < self._compact:

@@ -2,8 +2,9 @@
 
 Only what the etcd backend (``server/backends/etcd.py``) needs, here because grpc is confined
 to ``_wire/``; over the message subset in ``protos/etcd_rpc.proto`` (etcd's own field numbers
-and service names, so any etcd >= 3.4 answers). Synchronous on purpose: the ``Backend`` contract is synchronous (a commit is one short transaction on the
-server's loop thread), and the watch runs on a thread of its own (:class:`Follower`).
+and service names, so any etcd >= 3.4 answers). Synchronous on purpose: the ``Backend``
+contract is synchronous (a commit is one short transaction on the server's loop thread), and
+the watch runs on a thread of its own (:class:`Follower`).
 
 Endpoints are ``host:port`` strings; several are one gRPC channel that picks the first member
 that answers and moves on when it goes away (``ipv4:a,b,c``), so a 3-member cluster survives a

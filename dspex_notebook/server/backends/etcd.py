@@ -52,6 +52,7 @@ from .etcd_codec import (
     encode,
     encode_commit,
     encode_variable,
+    record_nonce,
     run_doc,
     run_from,
     session_doc,
@@ -243,13 +244,14 @@ class EtcdBackend(Backend):
             return  # our own commit: applied by commit() once every earlier one is
         logged = [ev for ev in events if ev.kv.key == self.keys.log and ev.type == 0]
         for ev in logged:
-            commit = decode_commit(ev.kv.value)
-            own = self._inflight.pop(commit.nonce, None) if commit.nonce else None
+            nonce = record_nonce(ev.kv.value) if self._inflight else ""
+            own = self._inflight.pop(nonce, None) if nonce else None
             if own is not None:  # a pipelined commit of ours: everything before it is in
                 own.stamp(revision)
                 self._mirror(own, revision)
                 self._on_own(own, revision)
                 continue
+            commit = decode_commit(ev.kv.value)
             commit.stamp(revision)
             self._mirror(commit, revision)
             if self._on_commit is not None:

@@ -131,9 +131,26 @@ def load_main(argv: list[str]) -> int:
     return 0
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def run_load(op: str, targets: list[str], seconds: float, procs: int, concurrency: int,
-             tag: str) -> tuple[float, float]:
-    """Aggregate ops/s and the median p50 latency of ``procs`` load processes."""
+             tag: str, watch: dict[str, list[int]] | None = None,
+             cpu: dict[str, float] | None = None) -> tuple[float, float]:
+    """Aggregate ops/s and the median p50 latency of ``procs`` load processes; with
+    ``watch`` ({group: pids}), also each group's CPU seconds per operation into ``cpu``."""
+    before = {g: cpu_seconds(p) for g, p in (watch or {}).items()}
     cmds = [[sys.executable, os.path.abspath(__file__), "load", "--op", op,
              "--targets", ",".join(targets[j:] + targets[:j]), "--seconds", str(seconds),
              "--concurrency", str(concurrency), "--tag", f"{tag}{j}", "--read-own"]
@@ -145,7 +162,11 @@ def run_load(op: str, targets: list[str], seconds: float, procs: int, concurrenc
         if proc.returncode != 0:
             raise RuntimeError(f"load process failed ({proc.returncode})")
         results.append(json.loads(out.strip().splitlines()[-1]))
-    return sum(r["ops"] for r in results) / seconds, statistics.median(r["p50"] for r in results)
+    ops = sum(r["ops"] for r in results)
+    if cpu is not None:
+        for g, pids in (watch or {}).items():
+            cpu[g] = (cpu_seconds(pids) - before[g]) / max(ops, 1)
+    return ops / seconds, statistics.median(r["p50"] for r in results)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         thr.setdefault(key, []).append(ops)
         lat50.setdefault(key, []).append(p50)
 
+    cpu_per_op: dict[tuple[str, str], list[float]] = {}
     with LocalEtcd(in_memory=args.tmpfs) as etcd:
+        etcd_pids = [p.pid for p in etcd.procs if p is not None]
         for rnd in range(args.rounds):
             print(f"round {rnd + 1}/{args.rounds}", file=sys.stderr, flush=True)
             ops, p50 = run_load("etcd", etcd.endpoints, args.seconds, args.procs,
@@ -277,9 +300,15 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     addrs = [s.address for s in servers]
                     for op in ("set", "get"):
+                        used: dict[str, float] = {}
                         ops, p50 = run_load(op, addrs, args.seconds, args.procs,
-                                            args.concurrency, f"e{rnd}k{k}")
-                        note(f"{op}, etcd, {k} server{'s' if k > 1 else ''}", ops, p50)
+                                            args.concurrency, f"e{rnd}k{k}",
+                                            {"servers": [s.pid for s in servers],
+                                             "etcd": etcd_pids}, used)
+                        key = f"{op}, etcd, {k} server{'s' if k > 1 else ''}"
+                        note(key, ops, p50)
+                        for g, v in used.items():
+                            cpu_per_op.setdefault((key, g), []).append(v)
                     if k == 1:
                         s, g = asyncio.run(_sequential(addrs[0], 300))
                         seq.setdefault("etcd, linearizable reads", (Stats(), Stats()))
@@ -310,15 +339,22 @@ def main(argv: list[str] | None = None) -> int:
         med = statistics.median(values)
         op = key.split(",")[0]
         vs_one = f"{med / one[op]:.2f}×" if "etcd," in key else ""
+        srv = cpu_per_op.get((key, "servers"))
+        etc = cpu_per_op.get((key, "etcd"))
         rows.append([key, f"{med:,.0f}", spread(values), vs_one, f"{med / ceiling:.2f}",
-                     fmt_time(statistics.median(lat50[key]))])
+                     fmt_time(statistics.median(lat50[key])),
+                     fmt_time(statistics.median(srv)) if srv else "",
+                     fmt_time(statistics.median(etc)) if etc else ""])
     parts = [
         "## Scale-out over etcd (`benchmarks/scaleout.py`)", "",
         f"{args.procs} load processes × {args.concurrency} clients, {args.seconds:g} s per case, "
         f"{args.rounds} rounds; etcd data on {'tmpfs' if args.tmpfs else 'disk'}; "
         "medians, spread = min–max over rounds.", "",
         markdown_table(["case", "ops/s", "spread", "vs 1 etcd server", "of etcd ceiling",
-                        "client p50"], rows), "",
+                        "client p50", "servers' CPU/op", "etcd CPU/op"], rows), "",
+        f"Cores on this machine: {os.cpu_count()}, shared by etcd, the servers and the load "
+        "processes. Servers' CPU/op is the CPU all server processes spent per operation (every "
+        "server applies every commit, so it grows with the number of servers for writes).", "",
         "Sequential latency (one client, set then get of one integer):", "",
         markdown_table(["backend", "set p50", "set p99", "get p50", "get p99"], [
             [k, fmt_time(a.p50), fmt_time(a.p99), fmt_time(b.p50), fmt_time(b.p99)]

@@ -2,8 +2,9 @@
 
 Only what the etcd backend (``server/backends/etcd.py``) needs, here because grpc is confined
 to ``_wire/``; over the message subset in ``protos/etcd_rpc.proto`` (etcd's own field numbers
-and service names, so any etcd >= 3.4 answers). Synchronous on purpose: the ``Backend`` contract is synchronous (a commit is one short transaction on the
-server's loop thread), and the watch runs on a thread of its own (:class:`Follower`).
+and service names, so any etcd >= 3.4 answers). Synchronous on purpose: the ``Backend``
+contract is synchronous (a commit is one short transaction on the server's loop thread), and
+the watch runs on a thread of its own (:class:`Follower`).
 
 Endpoints are ``host:port`` strings; several are one gRPC channel that picks the first member
 that answers and moves on when it goes away (``ipv4:a,b,c``), so a 3-member cluster survives a
@@ -12,6 +13,7 @@ member's death without our help.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import queue
@@ -104,6 +106,7 @@ class EtcdClient:
         self.kv = pb_grpc.KVStub(self.channel)
         self.lease = pb_grpc.LeaseStub(self.channel)
         self.watch = pb_grpc.WatchStub(self.channel)
+        self._aio: tuple[Any, Any] | None = None
 
     def _call(self, fn: Callable[..., Any], request: Any, what: str,
               idempotent: bool = False) -> Any:
@@ -185,8 +188,50 @@ class EtcdClient:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise _unavailable(exc, "a lease revoke") from None
 
+    # -- asyncio (on the server's loop): commits that do not hold the loop while etcd works
+
+    def _aio_stub(self) -> Any:
+        if self._aio is None:  # created on the loop that uses it (grpc.aio channels are bound)
+            channel = grpc.aio.insecure_channel(self.target, options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.lb_policy_name", "pick_first"),
+            ])
+            self._aio = (channel, pb_grpc.KVStub(channel))
+        return self._aio[1]
+
+    async def txn_async(self, compares: list[pb.Compare], success: list[pb.RequestOp],
+                        failure: list[pb.RequestOp] | None = None) -> pb.TxnResponse:
+        try:
+            return await self._aio_stub().Txn(
+                pb.TxnRequest(compare=compares, success=success, failure=failure or []),
+                timeout=self.timeout, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            raise _unavailable(exc, "a transaction", ",".join(self.endpoints)) from None
+
+    async def mod_revision_async(self, key: bytes) -> int:
+        """:meth:`mod_revision` without a thread (retried while etcd elects a leader)."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.05
+        while True:
+            try:
+                resp = await self._aio_stub().Range(
+                    pb.RangeRequest(key=key), timeout=max(deadline - time.monotonic(), 0.01),
+                    wait_for_ready=True)
+                return int(resp.kvs[0].mod_revision) if resp.kvs else 0
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + delay > deadline:
+                    raise _unavailable(exc, "a read", ",".join(self.endpoints)) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
     def close(self) -> None:
         self.channel.close()
+        if self._aio is not None:
+            channel, self._aio = self._aio[0], None
+            try:
+                asyncio.get_running_loop().create_task(channel.close())
+            except RuntimeError:  # no loop running any more: the channel goes with it
+                pass
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .._errors import AccessDenied, DspexError, ResourceLimitExceeded, SessionNotFoundError
 from .._names import check_identifier
@@ -31,7 +31,15 @@ from .._patterns import glob_matcher
 from .._values import VariableSpec
 from . import access, dependencies
 from .access import Rights
-from .backends.base import Backend, Commit, Delete, DocCompare, SessionRow, StoredVariable
+from .backends.base import (
+    Backend,
+    Commit,
+    Delete,
+    DocCompare,
+    SessionRow,
+    StaleView,
+    StoredVariable,
+)
 from .events import EventBatch, EventHub, Subscription, batches_from_rows, row_variable
 from .limits import Limits
 from .optimization import Optimizations
@@ -39,6 +47,9 @@ from .view import SessionState, View, decoded
 from .writes import resolve, stage_batch, stage_delete, stage_register, stage_set
 
 log = logging.getLogger("dspex_notebook.server")
+_T = TypeVar("_T")
+#: how often a write is staged again when other servers keep winning the race to its variables
+STALE_RETRIES = 8
 
 List = list  # `Store.list` and `Store.set` (RPCs) shadow the builtins inside the class body
 
@@ -88,7 +99,9 @@ class Store:
         self._arrived = asyncio.Event()
         if getattr(backend, "shared", False):
             backend.follow(self._follow_remote,  # type: ignore[attr-defined]
-                           self.optimizations.lock_lost)
+                           self.optimizations.lock_lost,
+                           lambda commit, revision: self._applied(commit, revision,
+                                                                  commit.principal))
             for run_id in backend.lost_locks():  # type: ignore[attr-defined]
                 self.optimizations.lock_lost(run_id, 0)
         if self.optimizations.active:
@@ -110,6 +123,14 @@ class Store:
     # the commit pipeline
 
     def _commit(self, commit: Commit, principal: str) -> int:
+        self._prepare(commit, principal)
+        revision = self.backend.commit(commit)
+        self._applied(commit, revision, principal)
+        self._retain()
+        return revision
+
+    def _prepare(self, commit: Commit, principal: str) -> None:
+        """What every commit carries besides what its stage put in."""
         dependencies.drop_deleted(self.view, commit)  # no edge outlives its variables
         docs = self.view.docs
         staged = {(d.kind, d.key) for d in commit.docs}
@@ -118,13 +139,60 @@ class Store:
             if key in docs and key not in staged:
                 commit.docs.append(access.rules_doc(d.var.id, d.var.session_id, []))
         commit.principal = principal
-        revision = self.backend.commit(commit)
-        self._applied(commit, revision, principal)
+
+    def _retain(self) -> None:
         if self.retain_revisions is not None:
             self._maybe_compact()
         if self.retain_seconds is not None:
             self._maybe_compact_by_age()
-        return revision
+
+    async def _commit_pipelined(self, stage: Callable[[], tuple[Commit | None, _T]],
+                                principal: str) -> tuple[_T, int]:
+        """(Shared backend) stage on the view, then commit without holding the loop while
+        etcd works (``EtcdBackend.commit_async``): the hot writes (``set``, batches) of many
+        callers are in flight together. A stage that met another server's newer write
+        (:class:`StaleView`) is staged again on the caught-up view. Returns the stage's
+        result and the revision (0: nothing to commit)."""
+        backend: Any = self.backend
+        for attempt in range(STALE_RETRIES):
+            commit, result = stage()
+            if commit is None:
+                return result, 0
+            self._prepare(commit, principal)
+            try:
+                revision = await backend.commit_async(commit)
+            except StaleView:
+                if attempt == STALE_RETRIES - 1:
+                    raise
+                continue
+            self._retain()
+            return result, revision
+        raise AssertionError("unreachable")
+
+    async def set_pipelined(self, principal: str, session_id: str, ident: str, raw_value: Any,
+                            metadata: Mapping[str, str],
+                            expected_version: int | None = None) -> StoredVariable:
+        """:meth:`set` for a shared backend (see :meth:`_commit_pipelined`)."""
+        def stage() -> tuple[Commit | None, StoredVariable]:
+            sess = self._session(principal, session_id)
+            return stage_set(self.view, self.limits, sess, ident, raw_value, metadata,
+                             expected_version, principal, self._clock())
+
+        new, _ = await self._commit_pipelined(stage, principal)
+        return new
+
+    async def set_many_pipelined(self, principal: str, session_id: str,
+                                 updates: Mapping[str, Any], metadata: Mapping[str, str],
+                                 atomic: bool) -> tuple[dict[str, int], dict[str, str], int]:
+        """:meth:`set_many` for a shared backend (see :meth:`_commit_pipelined`)."""
+        def stage() -> tuple[Commit | None, tuple[dict[str, StoredVariable], dict[str, str]]]:
+            sess = self._session(principal, session_id)
+            commit, staged, errors = stage_batch(self.view, self.limits, sess, updates,
+                                                 metadata, atomic, principal, self._clock())
+            return commit, (staged, errors)
+
+        (staged, errors), revision = await self._commit_pipelined(stage, principal)
+        return {ident: new.version for ident, new in staged.items()}, errors, revision
 
     def _applied(self, commit: Commit, revision: int, principal: str) -> None:
         """Steps 3 and 4 for a commit the backend holds: ours, or (a shared backend) another
@@ -192,7 +260,7 @@ class Store:
         while self._barrier_next is not None:
             fut, self._barrier_next = self._barrier_next, None  # later callers: the next round
             try:
-                target = await asyncio.to_thread(backend.current_revision)
+                target = await backend.current_revision_async()
                 for _ in range(2000):  # bounded: the backend's own catch-up timeout is 10 s
                     backend.drain()
                     if backend.head >= target or self.view.revision >= target:

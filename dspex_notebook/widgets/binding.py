@@ -139,6 +139,8 @@ class Binding:
         self._trailing: asyncio.Task[None] | None = None
         self._apply_task: asyncio.Task[None] | None = None
         self._apply_pending: VariableUpdate | None = None
+        #: another writer's update that came while our write was pending (see _on_update)
+        self._held: VariableUpdate | None = None
         self._stale_task: asyncio.Task[None] | None = None
         self._down_since: float | None = None
         self._applying: int | None = None
@@ -207,6 +209,9 @@ class Binding:
         if html != self._shown:
             self._shown = html
             self.status_widget.value = html
+        if not self.pending and self._held is not None and not self._closed:
+            held, self._held = self._held, None
+            self._apply_later(held)
         if self._idle is not None and not self.pending:
             self._idle.set()
 
@@ -287,12 +292,18 @@ class Binding:
                 seq = 0
             self._echoed = max(self._echoed, seq)
             self._unconfirmed = {s for s in self._unconfirmed if s > seq}
+            self._held = None  # our write came after whatever another writer did before it
             self._render()
             return
         if u.kind in ("initial", "resync"):  # a snapshot is after every write we saw complete
             self._unconfirmed.clear()
         if self.pending:
-            self.dropped += 1  # older than our unconfirmed write, or the user is moving it
+            # older than our unconfirmed write, or the user is moving it — unless our write's
+            # echo came first and only its reply is still on the way: then this update is
+            # newer than our write and must show once we are idle (held until then; our
+            # next echo, being newer still, drops it)
+            self.dropped += 1
+            self._held = u
             self._render()
             return
         self._apply_later(u)

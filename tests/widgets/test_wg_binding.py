@@ -153,6 +153,8 @@ def test_two_people_dragging_converge_on_the_last_writer(clients):
     for i in range(30):
         wa.widget.set_state({"value": 2 * i})
         wb.widget.set_state({"value": 2 * i + 1})
+    a.sync()  # the drags reach each binding on its IO loop (call_soon_threadsafe): until they
+    b.sync()  # have, "not pending" would be true before the last write even started
     wait_until(lambda: not wa.pending and not wb.pending, what="both idle")
     final = server_value(a, "x")
     wait_until(lambda: wa.widget.value == final and wb.widget.value == final,

@@ -26,15 +26,13 @@ import grpc
 
 from ..._errors import AuthenticationError, DspexError, InvalidArgument, Unsupported
 from ...server.backends.base import StaleView
-from ...server.store import Store
+from ...server.store import STALE_RETRIES, Store
 from ..admission import admit
 from ..encode import Encoder
 from ..status import CODEC_KEY, abort_args
 
 log = logging.getLogger("dspex_notebook.server")
 
-#: how often a write is staged again when other servers keep winning the race to its variables
-STALE_RETRIES = 8
 
 
 class MalformedRequest:
@@ -149,6 +147,9 @@ async def _shared_call(self: ServicerBase, fn: Callable[..., Any], awaits: bool,
     handler again when its commit met another server's newer write (:class:`StaleView`)."""
     if self.store.linearizable:
         await self.store.read_barrier()
+    pipelined = getattr(type(self), "_shared_" + fn.__name__, None)
+    if pipelined is not None:  # a hot write with a commit that does not hold the loop
+        return await pipelined(self, request, principal, raw)
     for attempt in range(STALE_RETRIES):
         try:
             reply = fn(self, request, principal, raw)

@@ -164,6 +164,16 @@ class VariableHandlers(ServicerBase):
         return pb.SetVariableResponse(success=True, new_version=var.version,
                                       revision=var.mod_revision)
 
+    async def _shared_SetVariable(self, request, principal, raw):
+        """SetVariable on a shared (etcd) store: the commit is awaited, not blocking."""
+        value = self._decode(request.value, request.binary_value)
+        expected = request.expected_version if request.HasField("expected_version") else None
+        var = await self.store.set_pipelined(principal, request.session_id,
+                                             request.variable_identifier, value,
+                                             dict(request.metadata), expected)
+        return pb.SetVariableResponse(success=True, new_version=var.version,
+                                      revision=var.mod_revision)
+
     @rpc
     def GetVariables(self, request, principal, raw):
         # BatchGetVariablesResponse{1: map<string, Variable>, 2: missing, 3: revision}, assembled
@@ -203,6 +213,14 @@ class VariableHandlers(ServicerBase):
         versions, errors, rev = self.store.set_many(
             principal, request.session_id, updates, dict(request.metadata), request.atomic
         )
+        return pb.BatchSetVariablesResponse(success=not errors, errors=errors,
+                                            new_versions=versions, revision=rev)
+
+    async def _shared_SetVariables(self, request, principal, raw):
+        """SetVariables on a shared (etcd) store: the commit is awaited, not blocking."""
+        updates = self._decode_updates(request.updates, request.binary_updates)
+        versions, errors, rev = await self.store.set_many_pipelined(
+            principal, request.session_id, updates, dict(request.metadata), request.atomic)
         return pb.BatchSetVariablesResponse(success=not errors, errors=errors,
                                             new_versions=versions, revision=rev)
 

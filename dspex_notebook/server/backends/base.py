@@ -186,6 +186,8 @@ class Commit:
     ts: float = 0.0
     #: who committed it (set by the store; a shared backend carries it to the other servers)
     principal: str = ""
+    #: (shared backend) tells the committing server its own record when the watch brings it
+    nonce: str = ""
 
     def stamp(self, revision: int) -> None:
         """Fill in what only the assigned revision determines (called by the backend)."""

@@ -26,6 +26,7 @@ stops serving (``on_fatal``): it is restarted, and its clients move to another s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import queue
@@ -51,6 +52,7 @@ from .etcd_codec import (
     encode,
     encode_commit,
     encode_variable,
+    record_nonce,
     run_doc,
     run_from,
     session_doc,
@@ -94,6 +96,11 @@ class EtcdBackend(Backend):
         self.fatal: str | None = None
         self.head = 0  # the newest etcd revision delivered by the watch
         self._own = 0  # the revision of our commit while waiting for the ones before it
+        #: (pipelined commits) ours, sent to etcd and not applied yet, by nonce: the watch
+        #: may bring one before its transaction's answer does
+        self._inflight: dict[str, Commit] = {}
+        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self._on_own: Callable[[Commit, int], None] = lambda commit, revision: None
         self._run_revs: dict[str, int] = {}  # run id -> revision that last wrote its record
 
     # ------------------------------------------------------------------------------------------
@@ -190,11 +197,16 @@ class EtcdBackend(Backend):
     # following
 
     def follow(self, on_commit: Callable[[Commit, int], None],
-               on_lock_lost: Callable[[str, int], None]) -> None:
+               on_lock_lost: Callable[[str, int], None],
+               on_own: Callable[[Commit, int], None] | None = None) -> None:
         """Hand every other server's commit (decoded, stamped, already in the mirror) to
-        ``on_commit(commit, revision)`` and every lock whose lease expired to
-        ``on_lock_lost(run_id, revision)``, in revision order, from :meth:`drain`."""
+        ``on_commit(commit, revision)``, every lock whose lease expired to
+        ``on_lock_lost(run_id, revision)``, and each pipelined commit of ours to
+        ``on_own(commit, revision)`` once every revision before it has been: all in revision
+        order, from :meth:`drain` (or :meth:`commit_async`)."""
         self._on_commit, self._on_lock_lost = on_commit, on_lock_lost
+        if on_own is not None:
+            self._on_own = on_own
 
     def drain(self, until: int = 0, timeout: float = 0.0) -> None:
         """Apply what the watch delivered (``until`` 0), or wait (at most ``timeout``) until
@@ -232,6 +244,13 @@ class EtcdBackend(Backend):
             return  # our own commit: applied by commit() once every earlier one is
         logged = [ev for ev in events if ev.kv.key == self.keys.log and ev.type == 0]
         for ev in logged:
+            nonce = record_nonce(ev.kv.value) if self._inflight else ""
+            own = self._inflight.pop(nonce, None) if nonce else None
+            if own is not None:  # a pipelined commit of ours: everything before it is in
+                own.stamp(revision)
+                self._mirror(own, revision)
+                self._on_own(own, revision)
+                continue
             commit = decode_commit(ev.kv.value)
             commit.stamp(revision)
             self._mirror(commit, revision)
@@ -340,11 +359,75 @@ class EtcdBackend(Backend):
 
     def _mirror(self, commit: Commit, revision: int) -> None:
         self.mirror.apply_at(commit, revision)
+        for fut in self._waiters.pop(revision, ()):
+            if not fut.done():
+                fut.set_result(None)
         for r in commit.runs:
             self._run_revs[r.id] = revision
         for sid in commit.session_deletes:
             for rid in [rid for rid, row in self.mirror._runs.items() if row.session_id == sid]:
                 self._run_revs.pop(rid, None)
+
+    async def commit_async(self, commit: Commit) -> int:
+        """:meth:`commit` without holding the loop while etcd works: the transaction is sent
+        and awaited, so one server has many commits in flight (etcd batches their fsyncs).
+        The commit is applied — mirror, then ``on_own`` (the store's view and events) — in
+        revision order, when the watch has delivered every revision before it; returns then.
+
+        Raises:
+            StaleView: a compare failed (the view was behind); the view has caught up.
+        """
+        self.drain()
+        compares = self._compares(commit)
+        commit.nonce = uuid.uuid4().hex
+        ops = self._ops(commit)
+        self._inflight[commit.nonce] = commit
+        try:
+            resp = await self.client.txn_async(compares, ops, [ec.get(self.keys.log)])
+        except BaseException:
+            # it may still have been committed: then the watch brings it as any other record
+            self._inflight.pop(commit.nonce, None)
+            raise
+        revision = int(resp.header.revision)
+        if not resp.succeeded:
+            self._inflight.pop(commit.nonce, None)
+            kvs = resp.responses[0].response_range.kvs
+            await self.caught_up(int(kvs[0].mod_revision) if kvs else 0)
+            raise StaleView("another server wrote first; this server has caught up")
+        if (self._inflight.get(commit.nonce) is commit
+                and revision == self.mirror._revision + 1):
+            del self._inflight[commit.nonce]  # nothing can lie between: apply it now
+            commit.stamp(revision)
+            self._mirror(commit, revision)
+            self.head = max(self.head, revision)
+            self._on_own(commit, revision)
+        await self.caught_up(revision)  # else the watch brings it, after what comes before
+        return revision
+
+    async def caught_up(self, revision: int) -> None:
+        """Wait (on the loop; at most ``CATCH_UP_SECONDS``) until the mirror holds
+        ``revision``, the watch delivering what comes before."""
+        if not revision or self.mirror._revision >= revision:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(revision, []).append(fut)
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while not fut.done():
+            self.drain()
+            if self.mirror._revision >= revision:
+                break
+            if time.monotonic() > deadline:
+                raise ec.EtcdUnavailable(
+                    f"etcd's watch did not deliver revision {revision} within "
+                    f"{CATCH_UP_SECONDS:g}s")
+            try:  # woken by the watch (Store.attach drains on every delivery)
+                await asyncio.wait_for(asyncio.shield(fut), 0.05)
+            except TimeoutError:
+                pass
+
+    async def current_revision_async(self) -> int:
+        """:meth:`current_revision` on the loop, no thread."""
+        return await self.client.mod_revision_async(self.keys.log)
 
     # ------------------------------------------------------------------------------------------
     # reads (the mirror's)

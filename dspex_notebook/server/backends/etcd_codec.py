@@ -172,10 +172,21 @@ def doc_from(d: dict[str, Any], mod_revision: int = 0) -> DocRow:
 # commit records
 
 
+_NONCE_HEAD = b'{"nonce":"'
+
+
+def record_nonce(value: bytes) -> str:
+    """A commit record's nonce without decoding the record (it is the first key)."""
+    if not value.startswith(_NONCE_HEAD):
+        return ""
+    end = value.find(b'"', len(_NONCE_HEAD))
+    return value[len(_NONCE_HEAD):end].decode() if end > 0 else ""
+
+
 def encode_commit(c: Commit) -> bytes:
     """The commit record (before stamping; compares are etcd's business, not recorded)."""
     return _dumps({
-        "ts": c.ts, "principal": c.principal,
+        "nonce": c.nonce, "ts": c.ts, "principal": c.principal,
         "puts": [{"var": var_doc(p.var), "op": p.op, "by": p.changed_by, "md": p.metadata,
                   "ts": p.ts} for p in c.puts],
         "deletes": [{"var": var_doc(d.var), "by": d.changed_by, "md": d.metadata,
@@ -201,7 +212,7 @@ def decode_commit(value: bytes) -> Commit:
         runs=[run_from(r) for r in d["runs"]],
         trials=[trial_from(t) for t in d["trials"]],
         docs=[doc_from(x) for x in d["docs"]],
-        ts=float(d["ts"]), principal=d["principal"],
+        ts=float(d["ts"]), principal=d["principal"], nonce=d.get("nonce", ""),
     )
 
 

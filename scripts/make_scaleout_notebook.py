@@ -74,11 +74,12 @@ cells = [
     ),
     new_code_cell(
         "%load_ext dspex_notebook\n"
-        "import pathlib\n"
-        "pathlib.Path(\"scaleout-token.txt\").write_text(\"notebook-token\")\n"
+        "import pathlib, tempfile\n"
+        "token_file = pathlib.Path(tempfile.mkdtemp()) / \"token.txt\"\n"
+        "token_file.write_text(\"notebook-token\")\n"
         "cluster = \",\".join(addresses)"
     ),
-    new_code_cell("%var connect {cluster} --session lab --token-file scaleout-token.txt"),
+    new_code_cell("%var connect {cluster} --session lab --token-file {token_file}"),
     new_code_cell("%var list"),
     new_markdown_cell(
         "## A client given every address survives its server\n\n"

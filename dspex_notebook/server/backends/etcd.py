@@ -452,6 +452,9 @@ class EtcdBackend(Backend):
         revision = min(revision, self.mirror._revision)
         if revision <= self.mirror.compact_revision:
             return self.mirror.compact_revision
+        # etcd ends a watch it has not sent up to the compaction point yet: let ours get there
+        # first (our own commits are applied before the watch brings them)
+        self.drain(until=revision, timeout=CATCH_UP_SECONDS)
         self.client.compact(revision)
         return self.mirror.compact(revision)
 

@@ -276,12 +276,14 @@ class Follower:
     to R" waits for an event at R that it knows exists (its own commit, or the log key's
     ``mod_revision`` read from etcd).
     The watch is re-created from the next revision when the stream breaks (etcd restarted, a
-    member died), so nothing is lost and nothing repeats. ``on_item`` is called (from the
+    member died), so nothing is lost and nothing repeats; it keeps trying while etcd is down
+    (``give_up_after`` seconds, then ``("failed", ...)``; None: forever). ``on_item`` is called (from the
     thread) after each put, e.g. to wake the server's loop.
     """
 
     def __init__(self, client: EtcdClient, key: bytes, end: bytes, start: int,
-                 on_item: Callable[[], None] | None = None, give_up_after: float = 60.0) -> None:
+                 on_item: Callable[[], None] | None = None,
+                 give_up_after: float | None = None) -> None:
         self.client = client
         self.key, self.end = key, end
         self.next = start  # the first revision not yet delivered
@@ -330,7 +332,7 @@ class Follower:
                     return
                 now = time.monotonic()
                 down_since = down_since or now
-                if now - down_since > self.give_up_after:
+                if self.give_up_after is not None and now - down_since > self.give_up_after:
                     self._deliver(("failed", f"etcd watch down for {self.give_up_after:g}s: "
                                              f"{exc.code().name} {exc.details()}"))
                     return

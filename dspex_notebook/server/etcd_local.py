@@ -63,6 +63,7 @@ class LocalEtcd:
         cluster = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, peer_ports, strict=True))
         self.procs: list[subprocess.Popen[bytes] | None] = []
         self.logs: list[Path] = []
+        self._args: list[list[str]] = []
         for name, cport, pport in zip(names, self.client_ports, peer_ports, strict=True):
             log_path = self.data_dir / f"{name}.log"
             args = [
@@ -76,9 +77,8 @@ class LocalEtcd:
                 "--max-request-bytes", str(MAX_REQUEST_BYTES),
             ]
             self.logs.append(log_path)
-            with open(log_path, "wb") as out:
-                self.procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                                   start_new_session=True))
+            self._args.append(args)
+            self.procs.append(self._launch(args, log_path))
         try:
             self._wait(startup_timeout)
         except BaseException:
@@ -111,6 +111,18 @@ class LocalEtcd:
                         time.sleep(0.1)
             finally:
                 client.close()
+
+    @staticmethod
+    def _launch(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+        with open(log_path, "ab") as out:
+            return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
+    def restart(self, i: int, timeout: float = 30.0) -> None:
+        """Start member ``i`` again on its data (after :meth:`kill`) and wait until it answers."""
+        if self.procs[i] is None:
+            self.procs[i] = self._launch(self._args[i], self.logs[i])
+        self._wait(timeout)
 
     def kill(self, i: int) -> None:
         """SIGKILL member ``i`` (its data stays; the others go on with a quorum)."""

@@ -96,7 +96,6 @@ class Store:
         self.linearizable = True
         self._barrier_next: asyncio.Future[None] | None = None
         self._barrier_task: asyncio.Task[None] | None = None
-        self._arrived = asyncio.Event()
         if getattr(backend, "shared", False):
             backend.follow(self._follow_remote,  # type: ignore[attr-defined]
                            self.optimizations.lock_lost,
@@ -232,14 +231,12 @@ class Store:
                 backend.drain()  # type: ignore[attr-defined]
             except DspexError as exc:
                 log.error("following the store failed: %s", exc)
-            self._arrived.set()
 
         def wake() -> None:  # on the watch thread
             if not pending.is_set():
                 pending.set()
                 loop.call_soon_threadsafe(drain)
 
-        self._arrived = asyncio.Event()
         backend.wake = wake  # type: ignore[attr-defined]
         loop.call_soon(drain)
 
@@ -261,17 +258,7 @@ class Store:
             fut, self._barrier_next = self._barrier_next, None  # later callers: the next round
             try:
                 target = await backend.current_revision_async()
-                for _ in range(2000):  # bounded: the backend's own catch-up timeout is 10 s
-                    backend.drain()
-                    if backend.head >= target or self.view.revision >= target:
-                        break
-                    self._arrived.clear()
-                    try:
-                        await asyncio.wait_for(self._arrived.wait(), 0.05)
-                    except TimeoutError:
-                        pass
-                else:
-                    raise ResourceLimitExceeded("this server's view did not catch up with etcd")
+                await backend.caught_up(target)  # bounded (the backend's catch-up timeout)
                 fut.set_result(None)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                 fut.set_exception(exc)

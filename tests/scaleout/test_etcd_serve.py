@@ -68,3 +68,47 @@ async def test_writes_go_on_when_an_etcd_member_dies(tmp_path, requires):
             await b.close()
         finally:
             servers.close()
+
+
+@pytest.mark.slow
+async def test_a_server_rides_out_etcd_going_away_and_coming_back(tmp_path, requires):
+    """While etcd is down writes fail with UNAVAILABLE (nothing committed); the server stays up,
+    its watch resumes when etcd is back, and nothing is lost or repeated."""
+    from dspex_notebook.server.etcd_local import LocalEtcd, etcd_binary
+
+    requires(etcd_binary() is not None, "etcd (Debian package etcd-server)")
+    with LocalEtcd(members=1, in_memory=True) as etcd:
+        servers = Servers(etcd.endpoints, tmp_path, n=1)
+        try:
+            ctx = await dn.SessionContext.connect("down", address=servers.addresses[0],
+                                                  token=TOKEN, cache_ttl=0, timeout=30)
+            await ctx.register_variable("x", "integer", 0)
+            seen: list[int] = []
+
+            async def watch() -> None:
+                async with ctx.watch_variable("x", include_initial=False) as w:
+                    async for u in w:
+                        seen.append(u.value)
+                        if u.value == 2:
+                            return
+
+            task = asyncio.create_task(watch())
+            await asyncio.sleep(0.3)
+            await ctx.set_variable("x", 1)
+            etcd.kill(0)
+            with pytest.raises(dn.DspexError, match="UNAVAILABLE|etcd"):
+                await ctx.set_variable("x", 99)
+            etcd.restart(0)
+            for _ in range(100):  # bounded: the server's etcd channel reconnects
+                try:
+                    await ctx.set_variable("x", 2)
+                    break
+                except dn.DspexError:
+                    await asyncio.sleep(0.2)
+            await asyncio.wait_for(task, 30)
+            assert seen == [1, 2]  # the refused write never happened; none lost or repeated
+            assert await ctx.get_variable("x") == 2
+            assert servers.procs[0] is not None and servers.procs[0].poll() is None  # still up
+            await ctx.close()
+        finally:
+            servers.close()

@@ -545,7 +545,7 @@ class Optimizations:
         """A server-side run another server advanced: replay its trials into a fresh
         optimizer here (as after a restart) so this server proposes what it would have."""
         if run.stale and not run.doc["client_side"] and run.running:
-            run.optimizer = self._replay(run.row, [t for t in run.trials])
+            run.optimizer = self._replay(run.row, list(run.trials))
         run.stale = False
 
     def followed(self, commit: Commit) -> None:

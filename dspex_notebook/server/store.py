@@ -172,26 +172,34 @@ class Store:
                             metadata: Mapping[str, str],
                             expected_version: int | None = None) -> StoredVariable:
         """:meth:`set` for a shared backend (see :meth:`_commit_pipelined`)."""
-        def stage() -> tuple[Commit | None, StoredVariable]:
-            sess = self._session(principal, session_id)
-            return stage_set(self.view, self.limits, sess, ident, raw_value, metadata,
-                             expected_version, principal, self._clock())
-
-        new, _ = await self._commit_pipelined(stage, principal)
+        new, _ = await self._commit_pipelined(
+            lambda: self._stage_set(principal, session_id, ident, raw_value, metadata,
+                                    expected_version), principal)
         return new
 
     async def set_many_pipelined(self, principal: str, session_id: str,
                                  updates: Mapping[str, Any], metadata: Mapping[str, str],
                                  atomic: bool) -> tuple[dict[str, int], dict[str, str], int]:
         """:meth:`set_many` for a shared backend (see :meth:`_commit_pipelined`)."""
-        def stage() -> tuple[Commit | None, tuple[dict[str, StoredVariable], dict[str, str]]]:
-            sess = self._session(principal, session_id)
-            commit, staged, errors = stage_batch(self.view, self.limits, sess, updates,
-                                                 metadata, atomic, principal, self._clock())
-            return commit, (staged, errors)
-
-        (staged, errors), revision = await self._commit_pipelined(stage, principal)
+        (staged, errors), revision = await self._commit_pipelined(
+            lambda: self._stage_batch(principal, session_id, updates, metadata, atomic),
+            principal)
         return {ident: new.version for ident, new in staged.items()}, errors, revision
+
+    def _stage_set(self, principal: str, session_id: str, ident: str, raw_value: Any,
+                   metadata: Mapping[str, str],
+                   expected_version: int | None) -> tuple[Commit, StoredVariable]:
+        sess = self._session(principal, session_id)
+        return stage_set(self.view, self.limits, sess, ident, raw_value, metadata,
+                         expected_version, principal, self._clock())
+
+    def _stage_batch(self, principal: str, session_id: str, updates: Mapping[str, Any],
+                     metadata: Mapping[str, str], atomic: bool
+                     ) -> tuple[Commit | None, tuple[dict[str, StoredVariable], dict[str, str]]]:
+        sess = self._session(principal, session_id)
+        commit, staged, errors = stage_batch(self.view, self.limits, sess, updates, metadata,
+                                             atomic, principal, self._clock())
+        return commit, (staged, errors)
 
     def _applied(self, commit: Commit, revision: int, principal: str) -> None:
         """Steps 3 and 4 for a commit the backend holds: ours, or (a shared backend) another
@@ -457,9 +465,8 @@ class Store:
     def set(self, principal: str, session_id: str, ident: str, raw_value: Any,
             metadata: Mapping[str, str], expected_version: int | None = None) -> StoredVariable:
         """Write a new value (version + 1). Honours ``expected_version`` (optimistic locking)."""
-        sess = self._session(principal, session_id)
-        commit, new = stage_set(self.view, self.limits, sess, ident, raw_value, metadata,
-                                expected_version, principal, self._clock())
+        commit, new = self._stage_set(principal, session_id, ident, raw_value, metadata,
+                                      expected_version)
         self._commit(commit, principal)
         return new
 
@@ -469,9 +476,8 @@ class Store:
         """Batch write; return ``(new_versions, errors, revision)`` keyed by identifier.
         Atomic: any error → nothing written, revision 0. Non-atomic: the valid entries are
         written together as one revision."""
-        sess = self._session(principal, session_id)
-        commit, staged, errors = stage_batch(self.view, self.limits, sess, updates, metadata,
-                                             atomic, principal, self._clock())
+        commit, (staged, errors) = self._stage_batch(principal, session_id, updates, metadata,
+                                                     atomic)
         if commit is None:
             return {}, errors, 0
         revision = self._commit(commit, principal)

@@ -48,6 +48,7 @@ from .etcd_codec import (
     Keys,
     decode_commit,
     decode_variable,
+    doc_doc,
     doc_from,
     encode,
     encode_commit,
@@ -247,8 +248,7 @@ class EtcdBackend(Backend):
             nonce = record_nonce(ev.kv.value) if self._inflight else ""
             own = self._inflight.pop(nonce, None) if nonce else None
             if own is not None:  # a pipelined commit of ours: everything before it is in
-                own.stamp(revision)
-                self._mirror(own, revision)
+                self._apply_own(own, revision)
                 self._on_own(own, revision)
                 continue
             commit = decode_commit(ev.kv.value)
@@ -321,18 +321,17 @@ class EtcdBackend(Backend):
                 ops[k.lock(r.id)] = ec.put(k.lock(r.id), b"", int(lease))
             elif lease and r.doc.get("state") != "running":
                 ops[k.lock(r.id)] = ec.delete(k.lock(r.id))
-        sessions_of_runs = {r.id: r.session_id for r in m._runs.values()}
-        sessions_of_runs.update({r.id: r.session_id for r in commit.runs})
-        for t in commit.trials:
-            key = k.trial(sessions_of_runs[t.run_id], t.run_id, t.iteration)
+        runs = {r.id: r for r in commit.runs}
+        for t in commit.trials:  # a trial's run is in this commit, or already known
+            run = runs.get(t.run_id) or m._runs[t.run_id]
+            key = k.trial(run.session_id, t.run_id, t.iteration)
             ops[key] = ec.put(key, encode(trial_doc(t)))
         for doc in commit.docs:
             key = k.doc(doc.kind, doc.key)
             if doc.doc is None:
                 ops[key] = ec.delete(key)
             else:
-                ops[key] = ec.put(key, encode({"kind": doc.kind, "key": doc.key,
-                                               "session": doc.session_id, "doc": doc.doc}))
+                ops[key] = ec.put(key, encode(doc_doc(doc)))
         ops[k.log] = ec.put(k.log, encode_commit(commit))
         return ranges + list(ops.values())
 
@@ -342,9 +341,8 @@ class EtcdBackend(Backend):
         ops = self._ops(commit)
         resp = self.client.txn(compares, ops, [ec.get(self.keys.log)])
         revision = int(resp.header.revision)
-        if not resp.succeeded:  # catch up to the newest commit, which includes the winner's
-            kvs = resp.responses[0].response_range.kvs
-            self.drain(until=int(kvs[0].mod_revision) if kvs else 0, timeout=CATCH_UP_SECONDS)
+        if not resp.succeeded:
+            self.drain(until=_newest_commit(resp), timeout=CATCH_UP_SECONDS)
             raise StaleView("another server wrote first; this server has caught up")
         if revision > self.mirror._revision + 1:  # others committed in between: apply theirs
             self._own = revision                   # first (our own event marks the end)
@@ -352,10 +350,14 @@ class EtcdBackend(Backend):
                 self.drain(until=revision, timeout=CATCH_UP_SECONDS)
             finally:
                 self._own = 0
+        self._apply_own(commit, revision)
+        return revision
+
+    def _apply_own(self, commit: Commit, revision: int) -> None:
+        """A commit of ours that etcd numbered ``revision``: stamped, into the mirror."""
         commit.stamp(revision)
         self._mirror(commit, revision)
         self.head = max(self.head, revision)
-        return revision
 
     def _mirror(self, commit: Commit, revision: int) -> None:
         self.mirror.apply_at(commit, revision)
@@ -391,15 +393,12 @@ class EtcdBackend(Backend):
         revision = int(resp.header.revision)
         if not resp.succeeded:
             self._inflight.pop(commit.nonce, None)
-            kvs = resp.responses[0].response_range.kvs
-            await self.caught_up(int(kvs[0].mod_revision) if kvs else 0)
+            await self.caught_up(_newest_commit(resp))
             raise StaleView("another server wrote first; this server has caught up")
         if (self._inflight.get(commit.nonce) is commit
                 and revision == self.mirror._revision + 1):
             del self._inflight[commit.nonce]  # nothing can lie between: apply it now
-            commit.stamp(revision)
-            self._mirror(commit, revision)
-            self.head = max(self.head, revision)
+            self._apply_own(commit, revision)
             self._on_own(commit, revision)
         await self.caught_up(revision)  # else the watch brings it, after what comes before
         return revision
@@ -410,20 +409,27 @@ class EtcdBackend(Backend):
         if not revision or self.mirror._revision >= revision:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(revision, []).append(fut)
+        waiting = self._waiters.setdefault(revision, [])
+        waiting.append(fut)
         deadline = time.monotonic() + CATCH_UP_SECONDS
-        while not fut.done():
-            self.drain()
-            if self.mirror._revision >= revision:
-                break
-            if time.monotonic() > deadline:
-                raise ec.EtcdUnavailable(
-                    f"etcd's watch did not deliver revision {revision} within "
-                    f"{CATCH_UP_SECONDS:g}s")
-            try:  # woken by the watch (Store.attach drains on every delivery)
-                await asyncio.wait_for(asyncio.shield(fut), 0.05)
-            except TimeoutError:
-                pass
+        try:
+            while not fut.done():
+                self.drain()
+                if self.mirror._revision >= revision:
+                    break
+                if time.monotonic() > deadline:
+                    raise ec.EtcdUnavailable(
+                        f"etcd's watch did not deliver revision {revision} within "
+                        f"{CATCH_UP_SECONDS:g}s")
+                try:  # woken by the watch (Store.attach drains on every delivery)
+                    await asyncio.wait_for(asyncio.shield(fut), 0.05)
+                except TimeoutError:
+                    pass
+        finally:  # a wait that ended otherwise leaves no future behind
+            if fut in waiting:
+                waiting.remove(fut)
+            if not waiting and self._waiters.get(revision) is waiting:
+                del self._waiters[revision]
 
     async def current_revision_async(self) -> int:
         """:meth:`current_revision` on the loop, no thread."""
@@ -493,3 +499,10 @@ class EtcdBackend(Backend):
         if self._follower is not None:
             self._follower.close()
         self.client.close()
+
+
+def _newest_commit(resp: Any) -> int:
+    """The log key's revision read by a refused transaction's failure branch: the newest
+    commit, the winner's included; catching up to it makes the view current again."""
+    kvs = resp.responses[0].response_range.kvs
+    return int(kvs[0].mod_revision) if kvs else 0

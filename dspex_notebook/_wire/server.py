@@ -10,6 +10,7 @@ import grpc
 from .._proto import snakepit_bridge_pb2 as pb
 from ..server.limits import Limits
 from ..server.store import Store
+from .admission import request_bound
 from .servicer import BridgeServicer, lenient_deserializer
 
 
@@ -26,7 +27,7 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 0),  # a second server must not silently share the port
         ]
     )
-    add_servicer(BridgeServicer(store, tokens, version), server)
+    add_servicer(BridgeServicer(store, tokens, version), server, limits)
     bound = server.add_insecure_port(f"{_bracket(host)}:{port}")
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
@@ -43,9 +44,10 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def add_servicer(servicer: BridgeServicer, server: grpc.aio.Server) -> None:
+def add_servicer(servicer: BridgeServicer, server: grpc.aio.Server, limits: Limits) -> None:
     """Like the generated ``add_BridgeServiceServicer_to_server``, but with request
-    deserializers that hand undecodable bodies to the handler (INVALID_ARGUMENT, not UNKNOWN)."""
+    deserializers that hand undecodable bodies to the handler (INVALID_ARGUMENT, not UNKNOWN)
+    and refuse bodies over what ``limits`` admit for their type unparsed."""
     service = pb.DESCRIPTOR.services_by_name["BridgeService"]
     handlers = {}
     for method in service.methods:
@@ -55,7 +57,8 @@ def add_servicer(servicer: BridgeServicer, server: grpc.aio.Server) -> None:
                 else grpc.unary_unary_rpc_method_handler)
         handlers[method.name] = make(
             getattr(servicer, method.name),
-            request_deserializer=lenient_deserializer(getattr(pb, method.input_type.name)),
+            request_deserializer=lenient_deserializer(getattr(pb, method.input_type.name),
+                                                      request_bound(method.input_type, limits)),
             response_serializer=_serializer,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name,

@@ -369,12 +369,33 @@ def tune_malloc() -> bool:
         return False
 
 
+#: seconds a thread holding the GIL runs before one waiting for it may take over (Python's
+#: default is 5 ms); see :func:`tune_switching`
+SWITCH_INTERVAL = 0.001
+
+
+def tune_switching() -> None:
+    """Let the event loop take the GIL back from a worker thread sooner.
+
+    Large requests are parsed, checked and encoded in worker threads (``_wire/servicer/
+    base.py``) so that the loop stays free, but a worker running Python code gives the GIL up
+    only every switch interval, and an answer to even a Ping takes several hand-offs between
+    the loop and grpc's threads: with the default 5 ms, a Ping waited up to 30-40 ms while
+    a 256 KiB JSON value was being checked. Only the standalone server process does this (an
+    embedded server leaves its host process alone).
+    """
+    import sys
+
+    sys.setswitchinterval(SWITCH_INTERVAL)
+
+
 def serve_forever(cfg: ServerConfig, on_ready: Any = None) -> None:
     """Run in the foreground until SIGINT/SIGTERM (``dspex-notebook serve``)."""
     import signal
 
     cfg.check()
     tune_malloc()
+    tune_switching()
     state = _Running()
 
     async def main() -> None:

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from .._errors import AccessDenied, DspexError, ResourceLimitExceeded, SessionNotFoundError
@@ -43,6 +43,7 @@ from .backends.base import (
 from .events import EventBatch, EventHub, Subscription, batches_from_rows, row_variable
 from .limits import Limits
 from .optimization import Optimizations
+from .prepared import PreparedSpec
 from .view import SessionState, View, decoded
 from .writes import resolve, stage_batch, stage_delete, stage_register, stage_set
 
@@ -357,6 +358,17 @@ class Store:
     # ------------------------------------------------------------------------------------------
     # reads
 
+    def peek(self, session_id: str, ident: str) -> StoredVariable | None:
+        """The variable a write to ``ident`` in ``session_id`` would most likely reach, with
+        no checks at all and nothing raised: what to prepare its value against off the loop
+        (``prepared.py``); the write itself resolves and checks everything again."""
+        var = self.view.vars.get(ident)
+        if var is None:
+            sess = self.view.sessions.get(session_id)
+            vid = sess.by_name.get(ident) if sess is not None else None
+            var = self.view.vars.get(vid) if vid is not None else None
+        return var
+
     def resolve(self, principal: str, session_id: str, ident: str) -> StoredVariable:
         """Find a variable of the session by id, then by name (not counted as a read)."""
         return resolve(self.view, self._session(principal, session_id), ident)
@@ -444,7 +456,8 @@ class Store:
         """Create a variable (version 0). Raises VariableExistsError unless ``spec.replace``."""
         return self.register_many(principal, session_id, [spec])[0]
 
-    def register_many(self, principal: str, session_id: str, specs: List[VariableSpec],
+    def register_many(self, principal: str, session_id: str,
+                      specs: Sequence[VariableSpec | PreparedSpec],
                       updates: Mapping[str, Any] | None = None,
                       update_metadata: Mapping[str, str] | None = None,
                       depends_on: Mapping[str, List[str]] | None = None) -> List[StoredVariable]:

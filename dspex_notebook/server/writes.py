@@ -13,7 +13,7 @@ inside the backend transaction); an atomic batch is all-or-nothing; every write 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import _codec
@@ -31,6 +31,7 @@ from .._values import VariableSpec
 from . import access
 from .backends.base import Commit, Compare, Delete, DocCompare, Put, StoredVariable
 from .limits import Limits
+from .prepared import Encoding, PreparedSpec, PreparedValue
 from .view import SessionState, View
 
 
@@ -70,9 +71,11 @@ def check_unlocked(view: View, var: StoredVariable, fencing: str | None = None) 
 
 def encoded(limits: Limits, var_id: str, session_id: str, name: str, type_name: str, value: Any,
             constraints: dict[str, Any], constraints_json: str, metadata: dict[str, str],
-            version: int, create_revision: int, ts: float) -> StoredVariable:
-    """A new variable state (revision fields are stamped by the backend)."""
-    type_url, data, binary = _codec.encode(type_name, value)
+            version: int, create_revision: int, ts: float,
+            encoding: Encoding | None = None) -> StoredVariable:
+    """A new variable state (revision fields are stamped by the backend); ``encoding``:
+    the value's, if already made (``prepared.py``)."""
+    type_url, data, binary = encoding or _codec.encode(type_name, value)
     size = len(data) + len(binary)
     if size > limits.max_value_bytes:
         raise ResourceLimitExceeded(
@@ -85,13 +88,24 @@ def encoded(limits: Limits, var_id: str, session_id: str, name: str, type_name: 
 
 
 def next_state(limits: Limits, var: StoredVariable, raw_value: Any, ts: float) -> StoredVariable:
-    """``var`` with a new value, version + 1 (validated against its type and constraints)."""
-    value = validate(var.type, raw_value, var.constraints, var.name)
+    """``var`` with a new value, version + 1 (validated against its type and constraints;
+    ``raw_value`` may be a :class:`PreparedValue`, used if prepared against ``var``)."""
+    encoding = None
+    if isinstance(raw_value, PreparedValue):
+        ready = raw_value.for_variable(var)
+        if ready is None:
+            raw_value = raw_value.raw
+        else:
+            value, encoding = ready
+    if encoding is None:
+        value = validate(var.type, raw_value, var.constraints, var.name)
     return encoded(limits, var.id, var.session_id, var.name, var.type, value, var.constraints,
-                   var.constraints_json, var.metadata, var.version + 1, var.create_revision, ts)
+                   var.constraints_json, var.metadata, var.version + 1, var.create_revision, ts,
+                   encoding)
 
 
-def stage_register(view: View, limits: Limits, sess: SessionState, specs: list[VariableSpec],
+def stage_register(view: View, limits: Limits, sess: SessionState,
+                   specs: Sequence[VariableSpec | PreparedSpec],
                    updates: Mapping[str, Any], update_metadata: Mapping[str, str], principal: str,
                    ts: float) -> tuple[Commit, list[StoredVariable]]:
     """Registrations plus updates as one commit; returns it and the new variables."""
@@ -105,8 +119,12 @@ def stage_register(view: View, limits: Limits, sess: SessionState, specs: list[V
     seen: set[str] = set()
     session_id = sess.row.session_id
     for raw in specs:
-        spec = VariableSpec.checked(raw.name, raw.type, raw.value, raw.constraints, raw.metadata,
-                                    raw.replace)
+        if isinstance(raw, PreparedSpec):
+            spec, encoding, constraints_json = raw.checked()
+        else:
+            spec = VariableSpec.checked(raw.name, raw.type, raw.value, raw.constraints,
+                                        raw.metadata, raw.replace)
+            encoding, constraints_json = None, json.dumps(spec.constraints, sort_keys=True)
         if spec.name in seen:
             raise InvalidArgument(f"variable {spec.name!r} appears twice in one registration batch")
         seen.add(spec.name)
@@ -118,7 +136,7 @@ def stage_register(view: View, limits: Limits, sess: SessionState, specs: list[V
                 "(set it, delete it first, or register with replace=True)"
             )
         var = encoded(limits, "", session_id, spec.name, spec.type, spec.value, spec.constraints,
-                      json.dumps(spec.constraints, sort_keys=True), spec.metadata, 0, 0, ts)
+                      constraints_json, spec.metadata, 0, 0, ts, encoding)
         if old_id is not None:
             old = view.vars[old_id]
             check_unlocked(view, old)

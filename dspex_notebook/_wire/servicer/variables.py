@@ -17,9 +17,10 @@ from ..._proto import snakepit_bridge_pb2 as pb
 from ..._values import VariableSpec
 from ...server import history
 from ...server.backends.base import StoredVariable
+from ...server.prepared import prepare_spec, prepare_value
 from .. import pbwire
 from ..encode import variable_message
-from .base import ServicerBase, rpc
+from .base import Deferred, ServicerBase, rpc
 
 #: variables encoded per step of a ListVariables reply (the loop is yielded between steps)
 LIST_CHUNK = 500
@@ -51,13 +52,25 @@ class VariableHandlers(ServicerBase):
         _, raw = _codec.decode(any_value.type_url, any_value.value, binary)
         return raw
 
-    def _decode_updates(self, values: Mapping[str, Any], binaries: Mapping[str, bytes]) -> dict[str, Any]:
-        """``{identifier: value}`` of a batch; an entry that cannot be decoded maps to its
-        :class:`DspexError`, which the store raises (atomic) or reports for that entry."""
+    def _prepared(self, var: StoredVariable | None, any_value: Any, binary: bytes) -> Any:
+        """A request value decoded, and checked and encoded for ``var`` (``Store.peek``)."""
+        raw_value = self._decode(any_value, binary)
+        return raw_value if var is None else prepare_value(var, raw_value)
+
+    def _targets(self, session_id: str, idents: Any) -> dict[str, StoredVariable | None]:
+        peek = self.store.peek
+        return {ident: peek(session_id, ident) for ident in idents}
+
+    def _decode_updates(self, values: Mapping[str, Any], binaries: Mapping[str, bytes],
+                        targets: Mapping[str, StoredVariable | None]) -> dict[str, Any]:
+        """``{identifier: value}`` of a batch, prepared for ``targets``; an entry that cannot
+        be decoded maps to its :class:`DspexError`, which the store raises (atomic) or
+        reports for that entry."""
         updates: dict[str, Any] = {}
         for ident, any_value in values.items():
             try:
-                updates[ident] = self._decode(any_value, binaries.get(ident, b""))
+                updates[ident] = self._prepared(targets.get(ident), any_value,
+                                                binaries.get(ident, b""))
             except DspexError as exc:
                 updates[ident] = exc
         for ident in binaries:
@@ -129,10 +142,12 @@ class VariableHandlers(ServicerBase):
         return VariableSpec(request.name, request.type, value, self._constraints(request),
                             dict(request.metadata), request.replace)
 
-    @rpc
-    def RegisterVariable(self, request, principal, raw):
-        spec = self._spec(request)
-        depends_on = {spec.name: list(request.dependencies)} if request.dependencies else None
+    def _prepare_register(self, request, principal):
+        return lambda: prepare_spec(self._spec(request))
+
+    @rpc(prepare=_prepare_register)
+    def RegisterVariable(self, request, principal, raw, spec):
+        depends_on = {request.name: list(request.dependencies)} if request.dependencies else None
         var = self.store.register_many(principal, request.session_id, [spec],
                                        depends_on=depends_on)[0]
         return pb.RegisterVariableResponse(
@@ -140,17 +155,22 @@ class VariableHandlers(ServicerBase):
             variable=variable_message(var, raw),
         )
 
-    @rpc
-    def RegisterVariables(self, request, principal, raw):
-        specs = [self._spec(r) for r in request.variables]
-        updates = self._decode_updates(request.updates, request.binary_updates)
+    def _prepare_registers(self, request, principal):
+        targets = self._targets(request.session_id, request.updates)
+        return lambda: ([prepare_spec(self._spec(r)) for r in request.variables],
+                        self._decode_updates(request.updates, request.binary_updates, targets))
+
+    @rpc(prepare=_prepare_registers)
+    def RegisterVariables(self, request, principal, raw, prepared):
+        specs, updates = prepared
         depends_on = {r.name: list(r.dependencies) for r in request.variables if r.dependencies}
         created = self.store.register_many(principal, request.session_id, specs, updates,
                                            dict(request.update_metadata), depends_on)
-        return pb.BatchRegisterVariablesResponse(
-            success=True, variable_ids={v.name: v.id for v in created}, revision=self.store.revision,
+        revision = self.store.revision
+        return Deferred(lambda: pb.BatchRegisterVariablesResponse(
+            success=True, variable_ids={v.name: v.id for v in created}, revision=revision,
             variables=[variable_message(v, raw) for v in created],
-        )
+        ).SerializeToString())
 
     @rpc
     def GetVariable(self, request, principal, raw):
@@ -159,18 +179,20 @@ class VariableHandlers(ServicerBase):
         return pbwire.field_bytes(1, self.encoder.variable_bytes(var, raw)) + pbwire.field_varint(
             3, self.store.revision)
 
-    @rpc
-    def SetVariable(self, request, principal, raw):
-        value = self._decode(request.value, request.binary_value)
+    def _prepare_set(self, request, principal):
+        var = self.store.peek(request.session_id, request.variable_identifier)
+        return lambda: self._prepared(var, request.value, request.binary_value)
+
+    @rpc(prepare=_prepare_set)
+    def SetVariable(self, request, principal, raw, value):
         expected = request.expected_version if request.HasField("expected_version") else None
         var = self.store.set(principal, request.session_id, request.variable_identifier, value,
                              dict(request.metadata), expected)
         return pb.SetVariableResponse(success=True, new_version=var.version,
                                       revision=var.mod_revision)
 
-    async def _shared_SetVariable(self, request, principal, raw):
+    async def _shared_SetVariable(self, request, principal, raw, value):
         """SetVariable on a shared (etcd) store: the commit is awaited, not blocking."""
-        value = self._decode(request.value, request.binary_value)
         expected = request.expected_version if request.HasField("expected_version") else None
         var = await self.store.set_pipelined(principal, request.session_id,
                                              request.variable_identifier, value,
@@ -211,18 +233,20 @@ class VariableHandlers(ServicerBase):
         self._reply_fits(len(reply), "GetVariables")
         return reply
 
-    @rpc
-    def SetVariables(self, request, principal, raw):
-        updates = self._decode_updates(request.updates, request.binary_updates)
+    def _prepare_sets(self, request, principal):
+        targets = self._targets(request.session_id, request.updates)
+        return lambda: self._decode_updates(request.updates, request.binary_updates, targets)
+
+    @rpc(prepare=_prepare_sets)
+    def SetVariables(self, request, principal, raw, updates):
         versions, errors, rev = self.store.set_many(
             principal, request.session_id, updates, dict(request.metadata), request.atomic
         )
         return pb.BatchSetVariablesResponse(success=not errors, errors=errors,
                                             new_versions=versions, revision=rev)
 
-    async def _shared_SetVariables(self, request, principal, raw):
+    async def _shared_SetVariables(self, request, principal, raw, updates):
         """SetVariables on a shared (etcd) store: the commit is awaited, not blocking."""
-        updates = self._decode_updates(request.updates, request.binary_updates)
         versions, errors, rev = await self.store.set_many_pipelined(
             principal, request.session_id, updates, dict(request.metadata), request.atomic)
         return pb.BatchSetVariablesResponse(success=not errors, errors=errors,

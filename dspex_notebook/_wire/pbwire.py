@@ -13,10 +13,12 @@ _VARINT = 0
 
 def varint(n: int) -> bytes:
     """Base-128 varint of a non-negative int (negative int64 as two's complement)."""
+    if 0 <= n < 0x80:
+        return _ONE_BYTE[n]
     if n < 0:
         n += 1 << 64
-    if n < 0x80:
-        return bytes((n,))
+    if n < 0x4000:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -25,9 +27,19 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
+
+
 def field_bytes(number: int, data: bytes) -> bytes:
     """A length-delimited field (string, bytes or embedded message)."""
-    return varint(number << 3 | _LEN) + varint(len(data)) + data
+    size = len(data)
+    if number < 16:  # the tag is one byte: build tag + length in one bytes object
+        tag = number << 3 | _LEN
+        if size < 0x80:
+            return bytes((tag, size)) + data
+        if size < 0x4000:
+            return bytes((tag, (size & 0x7F) | 0x80, size >> 7)) + data
+    return varint(number << 3 | _LEN) + varint(size) + data
 
 
 def field_varint(number: int, value: int) -> bytes:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import threading
 import time
 from collections import Counter
@@ -52,6 +53,7 @@ _T = TypeVar("_T")
 #: how often a write is staged again when other servers keep winning the race to its variables
 STALE_RETRIES = 8
 
+_by_creation = operator.attrgetter("create_revision")
 List = list  # `Store.list` and `Store.set` (RPCs) shadow the builtins inside the class body
 
 
@@ -416,10 +418,13 @@ class Store:
     def list(self, principal: str, session_id: str, pattern: str = "") -> List[StoredVariable]:
         """Variables of the session in registration order; ``pattern`` is a glob on names."""
         sess = self._session(principal, session_id)
-        found = [self.view.vars[vid] for vid in sess.by_name.values()]
+        vars_ = self.view.vars
         if pattern and pattern != "*":
-            found = list(filter(glob_matcher(pattern, key=lambda v: v.name), found))
-        found.sort(key=lambda v: v.create_revision)
+            test = glob_matcher(pattern)
+            found = [vars_[vid] for name, vid in sess.by_name.items() if test(name)]
+        else:
+            found = [vars_[vid] for vid in sess.by_name.values()]
+        found.sort(key=_by_creation)
         return found
 
     def stats(self, principal: str, session_id: str, idents: List[str]) -> tuple[

@@ -221,6 +221,7 @@ def rpc(fn: Callable[..., Any] | None = None, *,
             else:
                 self._check_request(request)
             extra: tuple[Any, ...] = ()
+            thunk = None
             if prepare is not None:
                 thunk = prepare(self, request, principal)
                 extra = ((await self.off_loop(thunk)) if heavy else thunk(),)
@@ -236,7 +237,7 @@ def rpc(fn: Callable[..., Any] | None = None, *,
         except DspexError as exc:
             # the traceback's frames hold the request (maybe megabytes): let go of them now
             # instead of waiting for the garbage collector to break the exception's cycle
-            request = extra = None  # type: ignore[assignment]  # noqa: F841
+            request = extra = thunk = None  # type: ignore[assignment]  # noqa: F841
             exc.__traceback__ = None
             await _abort(context, exc)
         except Exception:  # bad input must never take the server down

@@ -23,7 +23,7 @@ from ..encode import variable_message
 from .base import Deferred, ServicerBase, rpc
 
 #: variables encoded per step of a ListVariables reply (the loop is yielded between steps)
-LIST_CHUNK = 500
+LIST_CHUNK = 250
 
 
 class VariableHandlers(ServicerBase):
@@ -260,8 +260,10 @@ class VariableHandlers(ServicerBase):
         # immutable, so the reply is the state at `revision` however long it takes)
         found = self.store.list(principal, request.session_id, request.pattern)
         revision = self.store.revision
+        if len(found) > LIST_CHUNK:
+            await asyncio.sleep(0)
         # what cannot fit is refused before encoding anything (the values alone are too big)
-        self._reply_fits(sum(len(v.data) + len(v.binary) for v in found), "ListVariables")
+        self._reply_fits(sum([len(v.data) + len(v.binary) for v in found]), "ListVariables")
         variable_bytes = self.encoder.variable_bytes
         parts: list[bytes] = []
         size = 0

@@ -7,9 +7,9 @@ before decoding it. Past a size or count limit the answer is RESOURCE_EXHAUSTED
 constraints document that is not JSON) is INVALID_ARGUMENT. Error messages quote at most 80
 characters of what the caller sent.
 
-The defaults keep the most expensive accepted request of each kind at about 50 ms of the
-server's event loop on a 2-core machine (docs/server.md, "Liveness"), together with the
-per-request work budget of :mod:`dspex_notebook._budget`.
+The defaults bound the work of the most expensive accepted request of each kind (about 50 ms
+on a 2-core machine, together with the per-request work budget of :mod:`dspex_notebook._budget`);
+most of that work runs in a worker thread, not on the event loop (docs/server.md, "Liveness").
 """
 
 from __future__ import annotations

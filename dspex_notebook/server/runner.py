@@ -147,6 +147,10 @@ class _Running:
     store: Store | None = None
 
 
+#: 10 ms steps a stopping server waits for its watch handlers to return
+STREAMS_WAIT_STEPS = 200
+
+
 async def _serve(cfg: ServerConfig, stop: asyncio.Event, ready: Any, state: _Running) -> None:
     from .._wire.server import start_grpc_server  # grpc lives behind _wire
     from .access import Rights
@@ -202,7 +206,10 @@ async def _serve(cfg: ServerConfig, stop: asyncio.Event, ready: Any, state: _Run
         # end open watch streams first, so their handlers return instead of being torn down
         # by the server's stop (which grpc reports as GeneratorExit tracebacks)
         store.hub.close()
-        await asyncio.sleep(0.05)
+        for _ in range(STREAMS_WAIT_STEPS):  # bounded: ≤ 2 s (a stuck stream is then torn down)
+            if not store.open_streams:
+                break
+            await asyncio.sleep(0.01)
         await server.stop(0.5)
         store.close()
 

@@ -91,6 +91,8 @@ class Store:
         self._age_checked = 0.0
         self.reads: Counter[str] = Counter()  # var id -> reads served (since server start)
         self.writes: Counter[str] = Counter()
+        #: streaming RPC handlers running (a stopping server lets them return first)
+        self.open_streams = 0
         self.optimizations = Optimizations(self)
         self.optimizations.load(snap.runs, snap.trials)
         #: (shared backend) unary reads wait for :meth:`read_barrier` first; False: reads

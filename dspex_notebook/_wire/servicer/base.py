@@ -273,6 +273,7 @@ def stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def handler(self: ServicerBase, request: Any,
                       context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        self.store.open_streams += 1  # a stopping server waits for them (runner.py)
         try:
             principal, raw = self._caller(context)
             if request.__class__ is Unparsed:
@@ -293,6 +294,8 @@ def stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
         except Exception:
             log.exception("internal error in %s", fn.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {fn.__name__}")
+        finally:
+            self.store.open_streams -= 1
 
     return handler
 

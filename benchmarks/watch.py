@@ -18,11 +18,13 @@ Cases:
 1. **fan-out**, N = 1, 100, 1000 watchers of one variable, each row a p50/p99 of "set → the last
    of the N watchers got that revision":
    - ``SessionContext`` rows (what a user does): N ``SessionContext`` objects sharing ONE
-     grpc.aio channel (so N ``Watch`` streams multiplexed on one HTTP/2 connection), each with
-     its coherent cache on and one ``watch_variable("x", include_initial=False)`` consumed by an
-     ``async for`` task; the time is taken when that task receives the update;
-   - ``Bridge.watch`` rows (diagnostic, the transport alone): N raw ``Bridge.watch`` streams on
-     one channel, no hub/cache/``Watch`` objects;
+     grpc.aio channel, each with its coherent cache on and one
+     ``watch_variable("x", include_initial=False)`` consumed by an ``async for`` task; the time
+     is taken when that task receives the update. Contexts on one channel, token and session
+     share ONE server ``Watch`` stream (``dspex_notebook._watch_stream``), so the server sends
+     each event once and the client fans it out to the N hubs;
+   - ``Bridge.watch`` rows (the transport alone, and what N separate clients cost the
+     server): N raw ``Bridge.watch`` streams on one channel, no hub/cache/``Watch`` objects;
    - redis rows (baseline): N redis-py asyncio ``PubSub`` subscribers (one connection each, as
      pub/sub requires), publish of a ~90 B JSON message, subscriber ``json.loads`` it.
    Within a round the three alternate in short chunks (so the ratio compares the same seconds);
@@ -30,7 +32,9 @@ Cases:
    Also CPU per write: of the server (dspex ``serve`` or ``redis-server``, from /proc) and of
    this watchers' process (``time.process_time``, all threads).
 2. **server memory per open watch**: a fresh ``serve --memory`` process per sample; VmRSS before
-   and after opening 1000 watch streams on one channel (SessionContexts, or raw streams), /1000.
+   and after opening 1000 raw watch streams on one channel, /1000 (the target: what the server
+   holds per open stream); and after opening 1000 SessionContexts with a watch each on one
+   channel (they share one stream: what each context costs the server).
 3. **cache hit**: ``await ctx.get_variable('x')`` on a SessionContext whose watch stream keeps
    the cache coherent, batches of 100 awaits, against ``await`` of a coroutine returning a dict
    value (the floor) in alternating batches.
@@ -557,7 +561,8 @@ async def phase_fan(env: Env) -> list[FanCase]:
         sid_ctx, sid_raw = f"fan-ctx-{n}", f"fan-raw-{n}"
         await register_x(env, sid_ctx)
         groups: list[Group] = [CtxGroup(n, collector, channel, env.token, sid_ctx)]
-        cases = [FanCase("ctx", n, f"N SessionContexts (1 channel), watch_variable, N = {n}")]
+        cases = [FanCase("ctx", n, "N SessionContexts (1 channel, 1 shared stream), "
+                                   f"watch_variable, N = {n}")]
         if not args.no_raw:
             await register_x(env, sid_raw)
             groups.append(RawGroup(n, collector, channel, env.token, sid_raw))
@@ -754,9 +759,8 @@ async def phase_memory(env: Env) -> list[MemCase]:
     from dspex_notebook._wire.client import insecure_channel
 
     args = env.args
-    cases = [MemCase("ctx", f"{MEM_N} SessionContexts on 1 channel (1 Watch stream each)")]
-    if not args.no_raw:
-        cases.append(MemCase("raw", f"{MEM_N} raw Bridge.watch streams on 1 channel"))
+    cases = [MemCase("raw", f"{MEM_N} raw Bridge.watch streams on 1 channel"),
+             MemCase("ctx", f"{MEM_N} SessionContexts on 1 channel (sharing 1 Watch stream)")]
     for r in range(args.mem_samples):
         for case in cases:
             server = start_dspex(["--memory"], env.token_file, env.runtime_dir)
@@ -833,8 +837,8 @@ def mem_table(cases: list[MemCase]) -> str:
     rows = []
     for c in cases:
         per = statistics.median(c.per_watch)
-        target = "≤ 25 KB" if c.kind == "ctx" else "–"
-        verdict = ("PASS" if per <= 25_000 else "FAIL") if c.kind == "ctx" else "–"
+        target = "≤ 25 KB" if c.kind == "raw" else "–"
+        verdict = ("PASS" if per <= 25_000 else "FAIL") if c.kind == "raw" else "–"
         rows.append([c.label, f"{per / 1000:.1f} KB",
                      " ".join(f"{x / 1000:.1f}" for x in c.per_watch),
                      f"{statistics.median(c.base_rss) / 2**20:.1f} MiB",

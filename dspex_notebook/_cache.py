@@ -76,6 +76,8 @@ class VariableCache:
         #: revision up to which the watch hub has applied every event, or -1 (not coherent)
         self.coherent_revision = -1
         self._seq = 0  # odd while the hub applies a revision (see begin/end)
+        #: replies read before this revision are not installed (raise_read_floor)
+        self.read_floor = 0
         self._newest: dict[str, int] = {}  # name -> newest write revision seen
         self._subs: dict[str, tuple[str, Callable[[str, str], Any]]] = {}
         self._sub_ids = itertools.count(1)
@@ -213,7 +215,7 @@ class VariableCache:
         newer write of ``key`` is known; return whether it was installed."""
         if self.ttl <= 0:
             return False
-        if mod_revision < self._newest.get(key, -1):
+        if mod_revision < self._newest.get(key, -1) or max(read_revision, mod_revision) < self.read_floor:
             self._drop(key)  # whatever is there is not newer than what we know
             return False
         self.note_revision(key, mod_revision)
@@ -261,6 +263,15 @@ class VariableCache:
             self.coherent_revision = max(self.coherent_revision, revision)
         self._seq += 1
 
+    def raise_read_floor(self, revision: int) -> None:
+        """Forget what was read before ``revision`` and refuse such replies from now on: the
+        hub joined a shared watch stream at ``revision`` and did not see the events before."""
+        if revision > self.read_floor:
+            self.read_floor = revision
+            stale = [k for k, e in self._entries.items() if e[_READ] < revision]
+            for key in stale:
+                self._drop(key)
+
     def oldest_read_revision(self) -> int:
         """The lowest store revision an entry is known to be current at (0: no entry knows).
 
@@ -292,6 +303,7 @@ class VariableCache:
         """Drop every entry and forget known revisions (e.g. the server's store changed)."""
         keys = self._drop_all()
         self._newest.clear()
+        self.read_floor = 0
         if self._subs:
             for key in keys:
                 self._notify(key, reason)

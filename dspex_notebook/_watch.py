@@ -1,7 +1,8 @@
 """Watches: one hub per session multiplexes a server stream into per-watch queues.
 
 :class:`WatchHub` holds ONE ``Watch`` stream per :class:`~dspex_notebook.SessionContext`, for
-every variable of the session. It keeps the client cache coherent (each revision is applied to
+every variable of the session (contexts on one channel, with one token, for one session share
+it: :mod:`._watch_stream`). It keeps the client cache coherent (each revision is applied to
 the cache and catalog before any watch sees it) and fans updates out to :class:`Watch` objects.
 After a dropped stream or a server restart it resumes from its last revision + 1 with
 exponential backoff and jitter, drops duplicates (revision ≤ last seen), and when the server
@@ -24,16 +25,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._errors import DspexError, SessionNotFoundError, Unsupported
+from ._errors import DspexError, SessionNotFoundError
 from ._types import VariableUpdate
-from ._wire.status import BridgeUnavailable
+from ._watch_stream import SessionStream
 
 if TYPE_CHECKING:
     from ._session import SessionContext
@@ -61,38 +61,57 @@ class MonotonicClock:
         await asyncio.sleep(seconds)
 
 
-class _Restart(Exception):
-    """Internal: reopen the stream now (after a resync)."""
+_MONOTONIC = MonotonicClock()
 
 
 class WatchHub:
-    """The session's one server stream, its resume logic, and the watches it feeds."""
+    """A context's part of the session's watch stream: its cache, catalog and watches.
+
+    The stream itself (resume, backoff, the server's stream messages) is a
+    :class:`~._watch_stream.SessionStream`, shared with the hubs of other contexts on the same
+    channel, token and session; ``status``, ``revision``, ``store_id`` and ``resumes`` are the
+    stream's.
+    """
 
     def __init__(self, session: SessionContext, *, clock: Clock | None = None,
                  backoff: tuple[float, float] = (0.05, 2.0), progress_interval_ms: int = 2000) -> None:
         self._session = session
-        self._clock: Clock = clock or MonotonicClock()
+        self._clock: Clock = clock or _MONOTONIC
         self._backoff = backoff
         self._progress_ms = progress_interval_ms
         self.status = "idle"  # idle | connecting | live | reconnecting | unsupported | closed
-        self.revision = 0  # every event up to here has been received
-        self.store_id = ""
-        self.resumes = 0  # streams reopened after a break (for tests and stats)
-        self._target = 0
-        self._task: asyncio.Task[None] | None = None
+        self._stream: SessionStream | None = None
         self._live: asyncio.Event | None = None
         self._watches: dict[Watch, None] = {}
         self._listeners: list[Callable[[str], Any]] = []
 
+    @property
+    def revision(self) -> int:
+        """Every event up to this revision has been received (0 before the stream opened)."""
+        return self._stream.revision if self._stream is not None else 0
+
+    @property
+    def store_id(self) -> str:
+        return self._stream.store_id if self._stream is not None else ""
+
+    @property
+    def resumes(self) -> int:
+        """Streams reopened after a break (for tests and stats)."""
+        return self._stream.resumes if self._stream is not None else 0
+
     # ------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open the stream in the background (idempotent)."""
-        if self._task is None or self._task.done():
-            if self.status in ("unsupported", "closed"):
-                return
+        """Open (or join) the stream in the background (idempotent)."""
+        if self.status in ("unsupported", "closed"):
+            return
+        if self._live is None:
             self._live = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="dspex-watch-hub")
+        stream = self._stream
+        if stream is not None and stream.status != "closed":
+            stream._admit(self)  # (re)starts its task if it ended
+        else:
+            self._stream = SessionStream.join(self)
 
     async def wait_live(self, timeout: float | None = None) -> bool:
         """Wait until the stream is connected and caught up; False on timeout or when the
@@ -114,11 +133,14 @@ class WatchHub:
         return lambda: self._listeners.remove(callback) if callback in self._listeners else None
 
     def _set_status(self, status: str) -> None:
-        if status == self.status:
+        if status == self.status or self.status == "closed":
             return
         self.status = status
-        if status != "live" and self._live is not None:
-            self._live.clear()
+        if self._live is not None:
+            if status == "live":
+                self._live.set()
+            else:
+                self._live.clear()
         for cb in list(self._listeners):
             try:
                 cb(status)
@@ -129,14 +151,10 @@ class WatchHub:
         self._set_status("closed")
         for w in list(self._watches):
             w._shutdown()
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        stream, self._stream = self._stream, None
         self._session._cache.coherent_revision = -1
+        if stream is not None:
+            await stream.leave(self)
 
     # ------------------------------------------------------------------------------------------
 
@@ -152,84 +170,12 @@ class WatchHub:
         return [w for w in self._watches
                 if w._owner is task or w._reader is task or task.get_coro() is w]
 
-    async def _run(self) -> None:
-        session = self._session
-        delay = self._backoff[0]
-        first = True
-        while self.status not in ("closed", "unsupported"):
-            self._set_status("connecting" if first else "reconnecting")
-            try:
-                if not self.revision:  # a fresh start: values cached before it may be older
-                    self.revision = session._cache.oldest_read_revision()
-                start = self.revision + 1 if self.revision else 0
-                async for msg in session._bridge.watch(
-                        session.session_id, start_revision=start, store_id=self.store_id,
-                        progress_interval_ms=self._progress_ms, include_upstream=True):
-                    if self._handle(msg):
-                        delay = self._backoff[0]
-                        first = False
-            except _Restart:
-                delay = 0.0
-            except Unsupported:
-                log.info("server has no Watch RPC: the cache falls back to its TTL")
-                self._set_status("unsupported")
-                return
-            except asyncio.CancelledError:
-                raise
-            except SessionNotFoundError:
-                delay = self._backoff[1]  # cleaned up elsewhere; try again later, slowly
-            except BridgeUnavailable as exc:
-                log.debug("watch stream broke (%s); resuming from revision %d", exc, self.revision)
-            except (DspexError, ConnectionError, RuntimeError) as exc:
-                # not the network: e.g. an event this client cannot decode. Resuming at the same
-                # revision would fail forever, so start afresh and let the watches relist.
-                log.warning("watch stream failed at revision %d (%s): resyncing", self.revision, exc)
-                self.revision = 0
-                self._resync("resync")
-            session._cache.coherent_revision = -1
-            if self.status in ("closed", "unsupported"):
-                return
-            self._set_status("reconnecting")
-            self.resumes += 1
-            if delay:
-                await self._clock.sleep(delay * (0.5 + random.random()))
-            delay = min(max(delay, self._backoff[0]) * 2, self._backoff[1])
+    # --- called by the stream
 
-    def _handle(self, msg: Any) -> bool:
-        """Apply one stream message; True once the stream is known to be healthy."""
+    def _coherent(self, revision: int) -> None:
         cache = self._session._cache
-        if msg.canceled:
-            reason = msg.cancel_reason or "canceled"
-            log.info("watch canceled by the server (%s): relisting", reason)
-            if reason == "store changed" or msg.store_id != self.store_id:
-                self.store_id = msg.store_id
-                self._session._catalog.clear()
-            self.revision = 0
-            self._resync(reason)
-            raise _Restart
-        if msg.created:
-            if msg.revision < self.revision:  # the store went back in time (restored file)
-                self.revision = 0
-                self._resync("revision went backwards")
-            self.store_id = msg.store_id
-            if not self.revision:
-                self.revision = msg.revision
-            self._target = msg.revision
-        elif msg.progress:
-            self.revision = max(self.revision, msg.revision)
-        elif msg.updates:
-            if msg.revision <= self.revision:
-                return True  # a duplicate (resumed too early): already applied
-            self._apply(msg.revision, msg.updates)
-            self.revision = msg.revision
-        if self.revision >= self._target and self.status != "live":
-            cache.coherent_revision = self.revision
-            self._set_status("live")
-            if self._live is not None:
-                self._live.set()
-        elif self.status == "live":
-            cache.coherent_revision = max(cache.coherent_revision, self.revision)
-        return True
+        if revision > cache.coherent_revision:
+            cache.coherent_revision = revision
 
     def _apply(self, revision: int, updates: list[VariableUpdate]) -> None:
         session = self._session
@@ -250,9 +196,10 @@ class WatchHub:
                     cache._notify(u.name, "changed")
         finally:
             cache.end(revision)
-        for w in list(self._watches):
-            for u in updates:
-                w._push(u)
+        if self._watches:
+            for w in list(self._watches):
+                for u in updates:
+                    w._push(u)
 
     def _resync(self, reason: str) -> None:
         self._session._cache.clear(reason)

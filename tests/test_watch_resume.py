@@ -191,6 +191,60 @@ async def test_watch_resumes_across_sigkill_without_loss_or_duplicates(tmp_path)
         await serve.stop()
 
 
+@pytest.mark.slow
+async def test_a_shared_stream_resumes_for_every_context_across_sigkill(tmp_path):
+    """Three contexts on one channel share one stream (``_watch_stream``): after each kill -9
+    and restart all three resume from the shared revision, none loses or repeats an event."""
+    serve = Serve(tmp_path)
+    await serve.start()
+    n, kills = 30, (10, 20)
+    channel = insecure_channel(serve.address)
+    writer = await context(serve.address, "shared", timeout=5, coherent_cache=False).initialize()
+    watchers = [SessionContext("shared", channel, token=TOKEN, timeout=5) for _ in range(3)]
+    try:
+        for w in watchers:
+            await w.initialize()
+        await writer.register_variable("counter", "integer", 0)
+        logs: list[list[int]] = [[], [], []]
+
+        async def collect(ctx: SessionContext, log: list[int]) -> None:
+            async with ctx.watch_variable("counter") as watch:
+                async for u in watch:
+                    log.append(u.value)
+                    if u.value == n:
+                        return
+
+        collectors = [asyncio.create_task(collect(w, log)) for w, log in zip(watchers, logs, strict=True)]
+        await until(lambda: all(logs))
+        assert watchers[0]._hub._stream is watchers[2]._hub._stream
+        deadline = time.monotonic() + 90
+        acked = [0]
+
+        async def write_all() -> None:
+            for i in range(1, n + 1):
+                await acked_write(writer, "counter", i, deadline)
+                acked[0] = i
+                await asyncio.sleep(0.01)
+
+        writing = asyncio.create_task(write_all())
+        for at in kills:
+            await until(lambda at=at: acked[0] >= at)
+            await serve.kill()
+            await until(lambda: watchers[0].watch_status != "live")
+            await serve.start()
+            await until(lambda: all(w.watch_status == "live" for w in watchers))
+        await asyncio.wait_for(writing, 90)
+        await asyncio.wait_for(asyncio.gather(*collectors), TIMEOUT)
+        for log in logs:
+            assert log == list(range(n + 1)), log  # no loss, no duplicate, in order
+        assert all(w._hub.resumes >= len(kills) for w in watchers)
+    finally:
+        for ctx in (writer, *watchers):
+            await ctx.close()
+        await channel.close()
+        await serve.stop()
+
+
 # ----------------------------------------------------------------------------------------------
 # compaction while a watcher was away
 

@@ -245,6 +245,8 @@ def session_cases(ctx: Any, hit_ctx: Any | None, names: dict[str, Any], backend:
     check12 = ratio_at_most(1.2) if acceptance else None
 
     cases = [
+        # the floor of any call through our server: authenticated, nothing to do
+        Case("ping (no work: our RPC's floor)", backend, lambda i: ctx.ping(), echo_key, 1.0),
         Case("get_variable, uncached", backend,
              lambda i: ctx.get_variable("x", bypass_cache=True),
              echo_key, 1.0, target12, check12),

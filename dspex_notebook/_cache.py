@@ -215,7 +215,8 @@ class VariableCache:
         newer write of ``key`` is known; return whether it was installed."""
         if self.ttl <= 0:
             return False
-        if mod_revision < self._newest.get(key, -1) or max(read_revision, mod_revision) < self.read_floor:
+        read_revision = max(read_revision, mod_revision)
+        if mod_revision < self._newest.get(key, -1) or read_revision < self.read_floor:
             self._drop(key)  # whatever is there is not newer than what we know
             return False
         self.note_revision(key, mod_revision)
@@ -224,7 +225,6 @@ class VariableCache:
         entries = self._entries
         entry = entries.get(key)
         expires = self._clock() + self.ttl
-        read_revision = max(read_revision, mod_revision)
         if entry is not None:
             entry[_VALUE], entry[_EXPIRES], entry[_MOD], entry[_READ] = (
                 value, expires, mod_revision, read_revision)

@@ -196,10 +196,9 @@ class WatchHub:
                     cache._notify(u.name, "changed")
         finally:
             cache.end(revision)
-        if self._watches:
-            for w in list(self._watches):
-                for u in updates:
-                    w._push(u)
+        for w in list(self._watches):
+            for u in updates:
+                w._push(u)
 
     def _resync(self, reason: str) -> None:
         self._session._cache.clear(reason)

@@ -6,8 +6,8 @@ the same clock and backoff, would each open an identical stream carrying identic
 share one :class:`SessionStream` instead: the server sends each event once to the process (not
 once per context), the client decodes it once, and the stream applies it to every member hub's
 cache and watches, in the same order and within the same loop step. This departs from "one
-stream per SessionContext" (docs/design.md, "Shared watch streams"): N contexts on one channel
-cost the server one stream message per write instead of N.
+stream per SessionContext" (docs/design.md, "Contexts on one channel share the session's
+stream"): N contexts on one channel cost the server one stream message per write instead of N.
 
 Contexts with their own channels (everything :meth:`SessionContext.connect` makes) never share:
 the key holds the channel's identity, so the stream is exactly the per-context stream it was.

@@ -11,6 +11,7 @@ import random
 import time
 
 import pytest
+from waiting import take, until
 
 from dspex_notebook import BridgeUnavailable
 from dspex_notebook._cache import MISS, VariableCache
@@ -18,20 +19,6 @@ from dspex_notebook.server import EmbeddedServer
 from dspex_notebook.testing import running_server, session_for
 
 TIMEOUT = 10.0
-
-
-async def take(watch, count: int, timeout: float = TIMEOUT) -> list:
-    got = []
-    async with asyncio.timeout(timeout):
-        while len(got) < count:
-            got.append(await anext(watch))
-    return got
-
-
-async def until(predicate, timeout: float = TIMEOUT) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.002)
 
 
 @pytest.fixture

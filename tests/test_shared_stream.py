@@ -10,26 +10,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from waiting import take, until
 
 from dspex_notebook import SessionContext
 from dspex_notebook._wire.client import insecure_channel
 from dspex_notebook.testing import session_for
 
 TIMEOUT = 10.0
-
-
-async def take(watch, count: int, timeout: float = TIMEOUT) -> list:
-    got = []
-    async with asyncio.timeout(timeout):
-        while len(got) < count:
-            got.append(await anext(watch))
-    return got
-
-
-async def until(predicate, timeout: float = TIMEOUT) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.002)
 
 
 @pytest.fixture

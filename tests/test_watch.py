@@ -14,21 +14,13 @@ import json
 import random
 
 import pytest
+from waiting import take, until
 
 from dspex_notebook import Watch
 from dspex_notebook.server import Store
 from dspex_notebook.testing import FakeClock, session_for
 
 TIMEOUT = 10.0  # seconds any single wait may take before the test fails (never reached when healthy)
-
-
-async def take(watch: Watch, count: int, timeout: float = TIMEOUT) -> list:
-    """The next ``count`` updates of ``watch`` (bounded in time)."""
-    got = []
-    async with asyncio.timeout(timeout):
-        while len(got) < count:
-            got.append(await anext(watch))
-    return got
 
 
 async def caught_up(watcher, writer) -> None:
@@ -41,13 +33,6 @@ async def caught_up(watcher, writer) -> None:
     head = (await writer.ping())["revision"]
     async with asyncio.timeout(TIMEOUT):
         while watcher._hub.revision < head:
-            await asyncio.sleep(0.002)
-
-
-async def until(predicate, timeout: float = TIMEOUT) -> None:
-    """Wait (bounded) until ``predicate()`` holds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
             await asyncio.sleep(0.002)
 
 

@@ -242,7 +242,9 @@ def start_echo_process(python: str = sys.executable) -> ServerProcess:
     return ServerProcess([python, os.path.abspath(__file__), "echo-server", "--port", "0"], parse)
 
 
-async def _start_echo(host: str, port: int):
+async def _start_echo(host: str, port: int, start: bool = True):
+    """A grpc.aio server with the echo methods bound to ``host:port`` (started unless
+    ``start`` is False, so that more handlers can be added first); ``(server, port)``."""
     import grpc
 
     blobs: dict[int, bytes] = {}
@@ -265,7 +267,8 @@ async def _start_echo(host: str, port: int):
         "Sized": grpc.unary_unary_rpc_method_handler(sized),
     }),))
     bound = server.add_insecure_port(f"{host}:{port}")
-    await server.start()
+    if start:
+        await server.start()
     return server, bound
 
 

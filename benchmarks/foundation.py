@@ -59,6 +59,8 @@ from _common import (  # noqa: E402
     time_async,
     time_async_batched,
 )
+from _floor import NAMES as FLOOR_NAMES  # noqa: E402
+from _floor import FloorClient, start_floor_process  # noqa: E402
 
 from dspex_notebook.server.limits import Limits  # noqa: E402
 
@@ -233,6 +235,22 @@ def echo_cases(echo: EchoClient, echo_md: EchoClient | None, sizes: dict[str, in
     return cases
 
 
+def floor_cases(floor: FloorClient, beside: FloorClient, echo_key: str) -> list[Case]:
+    """What the protobuf call costs with none of the spec's work (``_floor.py``): no
+    implementation of get/set/get_variables on this machine can be faster."""
+    what = "floor process (_floor.py)"
+    return [
+        Case("floor: get_variable (auth, parse, cached reply)", what,
+             lambda i: floor.get(), echo_key),
+        Case("floor: set_variable (auth, parse, dict write)", what,
+             lambda i: floor.set(float(i)), echo_key),
+        Case("floor: get_variables(100 floats) (auth, parse, 100 cached values)", what,
+             lambda i: floor.get_many(FLOOR_NAMES), echo_key, 0.5),
+        Case("floor: get_variable (auth, parse, cached reply)",
+             "floor beside our servicer (one process)", lambda i: beside.get(), echo_key),
+    ]
+
+
 def session_cases(ctx: Any, hit_ctx: Any | None, names: dict[str, Any], backend: str,
                   echo_key: str, echo_emb_key: str | None, echo_big_key: str | None,
                   full: bool, acceptance: bool, write_scale: float) -> list[Case]:
@@ -373,6 +391,7 @@ async def phase_processes(args: argparse.Namespace, tmp: str, sizes: dict[str, i
     procs: list[ServerProcess] = []
     contexts: list[Any] = []
     echo = echo_md = None
+    floors: list[FloorClient] = []
     try:
         procs.append(echo_proc := start_echo_process())
         procs.append(mem_proc := start_dspex(["--memory"], token_file, runtime_dir))
@@ -396,6 +415,12 @@ async def phase_processes(args: argparse.Namespace, tmp: str, sizes: dict[str, i
         cases = echo_cases(echo, echo_md, sizes, where)
         echo_key = cases[0].key
         echo_emb_key, echo_big_key = cases[2].key, cases[3].key
+        if not args.no_floor:
+            procs.append(floor_proc := start_floor_process(token_file))
+            procs.append(beside_proc := start_floor_process(token_file, with_servicer=True))
+            floors += [FloorClient(floor_proc.address, token),
+                       FloorClient(beside_proc.address, token)]
+            cases += floor_cases(*floors, echo_key)
 
         for name, proc in backends:
             sid = f"bench-{name.split(',')[0]}"
@@ -435,7 +460,7 @@ async def phase_processes(args: argparse.Namespace, tmp: str, sizes: dict[str, i
     finally:
         for ctx in contexts:
             await ctx.close()
-        for client in (echo, echo_md):
+        for client in (echo, echo_md, *floors):
             if client is not None:
                 await client.close()
         for proc in procs:
@@ -473,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="iterations multiplier for SQLite writes (each is an fsync)")
     parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite server")
     parser.add_argument("--no-embedded", action="store_true", help="skip the in-process phase")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the floor rows (_floor.py: the protobuf calls without the "
+                             "spec's work)")
     parser.add_argument("--no-malloc-row", action="store_true",
                         help="skip the diagnostic server started with glibc malloc thresholds raised")
     parser.add_argument("--tmpdir", default=None,

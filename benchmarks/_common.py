@@ -275,6 +275,12 @@ async def _start_echo(host: str, port: int, start: bool = True):
 async def _echo_main(host: str, port: int) -> None:
     server, bound = await _start_echo(host, port)
     print(f"PORT {bound}", flush=True)
+    await serve_until_stopped(server)
+
+
+async def serve_until_stopped(server: Any) -> None:
+    """Keep a started grpc.aio ``server`` up until SIGINT/SIGTERM or until stdin closes (the
+    parent went away), then stop it."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 from typing import Any
 
@@ -37,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import grpc  # noqa: E402
-from _common import ServerProcess, _start_echo  # noqa: E402
+from _common import ServerProcess, _start_echo, serve_until_stopped  # noqa: E402
 
 from dspex_notebook import _codec  # noqa: E402
 from dspex_notebook._proto import snakepit_bridge_pb2 as pb  # noqa: E402
@@ -48,11 +47,14 @@ FLOAT_URL = _codec.encode("float", 0.0)[0]
 NAMES = [f"s_{i:04d}" for i in range(100)]
 
 
-def _variable(name: str, value: float) -> Any:
-    var = pb.Variable(id=f"var_{name}_12", name=name, type="float", constraints_json="{}",
-                      version=3, mod_revision=99, create_revision=12,
+def variable_message(name: str, type_name: str, value: Any) -> Any:
+    """A ``Variable`` message as our server sends it (what the floor answers with, and what
+    ``foundation.py`` sizes its echo payloads by)."""
+    url, data, binary = _codec.encode(type_name, value)
+    var = pb.Variable(id=f"var_{name}_12", name=name, type=type_name, constraints_json="{}",
+                      version=3, mod_revision=99, create_revision=12, binary_value=binary,
                       optimization_status=pb.OptimizationStatus(optimizing=False))
-    var.value.type_url, var.value.value = FLOAT_URL, repr(value).encode()
+    var.value.type_url, var.value.value = url, data
     var.last_updated_at.GetCurrentTime()
     return var
 
@@ -61,7 +63,8 @@ def floor_handlers(token: str) -> dict[str, Any]:
     """The three floor methods (see the module docstring)."""
     expected = f"Bearer {token}"
     state = {"x": 0.5, "version": 3, "revision": 99}
-    get_reply = pb.GetVariableResponse(variable=_variable("x", 0.5), revision=99).SerializeToString()
+    get_reply = pb.GetVariableResponse(variable=variable_message("x", "float", 0.5),
+                                       revision=99).SerializeToString()
     packed = {name: b'["float",' + repr(float(i)).encode() + b"]" for i, name in enumerate(NAMES)}
 
     def caller(context: Any) -> bool:
@@ -168,15 +171,7 @@ async def _serve(token: str, with_servicer: bool) -> None:
         add_servicer(BridgeServicer(store, {token: "bench"}, "bench"), server, store.limits)
     await server.start()
     print(f"PORT {port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    stdin_closed = loop.run_in_executor(None, sys.stdin.read)
-    stdin_closed.add_done_callback(lambda _: stop.set())
-    await stop.wait()
-    await server.stop(0.5)
-    os._exit(0)  # the executor thread may still block on stdin
+    await serve_until_stopped(server)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ from _common import (  # noqa: E402
     time_async_batched,
 )
 from _floor import NAMES as FLOOR_NAMES  # noqa: E402
-from _floor import FloorClient, start_floor_process  # noqa: E402
+from _floor import FloorClient, start_floor_process, variable_message  # noqa: E402
 
 from dspex_notebook.server.limits import Limits  # noqa: E402
 
@@ -177,20 +177,11 @@ def wire_sizes() -> dict[str, int]:
     from dspex_notebook import _codec
     from dspex_notebook._proto import snakepit_bridge_pb2 as pb
 
-    def var(name: str, type_name: str, value: Any) -> Any:
-        url, data, binary = _codec.encode(type_name, value)
-        v = pb.Variable(id=f"var_{name}_12", name=name, type=type_name, constraints_json="{}",
-                        version=3, mod_revision=99, create_revision=12, binary_value=binary,
-                        optimization_status=pb.OptimizationStatus(optimizing=False))
-        v.value.type_url, v.value.value = url, data
-        v.last_updated_at.GetCurrentTime()
-        return v
-
     sid = "bench-memory"
     sizes = {
         "GetVariableRequest": pb.GetVariableRequest(session_id=sid, variable_identifier="x",
                                                     bypass_cache=True).ByteSize(),
-        "GetVariableResponse (float)": pb.GetVariableResponse(variable=var("x", "float", 0.5),
+        "GetVariableResponse (float)": pb.GetVariableResponse(variable=variable_message("x", "float", 0.5),
                                                               revision=99).ByteSize(),
     }
     url, data, _ = _codec.encode("float", 0.25)
@@ -198,10 +189,10 @@ def wire_sizes() -> dict[str, int]:
     req.value.type_url, req.value.value = url, data
     sizes["SetVariableRequest (float)"] = req.ByteSize()
     sizes["GetVariableResponse (embedding)"] = pb.GetVariableResponse(
-        variable=var("e", "embedding", np.zeros(EMB_DIM, np.float32))).ByteSize()
+        variable=variable_message("e", "embedding", np.zeros(EMB_DIM, np.float32))).ByteSize()
     batch = pb.BatchGetVariablesResponse(revision=99)
     for i in range(EMB_N):
-        batch.variables[f"e_{i:04d}"].CopyFrom(var(f"e_{i:04d}", "embedding",
+        batch.variables[f"e_{i:04d}"].CopyFrom(variable_message(f"e_{i:04d}", "embedding",
                                                    np.zeros(EMB_DIM, np.float32)))
     sizes["BatchGetVariablesResponse (1000 emb)"] = batch.ByteSize()
     sizes["BatchGetVariablesRequest (1000 names)"] = pb.BatchGetVariablesRequest(

@@ -11,14 +11,12 @@ import random
 import time
 
 import pytest
-from waiting import take, until
+from waiting import TIMEOUT, take, until
 
 from dspex_notebook import BridgeUnavailable
 from dspex_notebook._cache import MISS, VariableCache
 from dspex_notebook.server import EmbeddedServer
 from dspex_notebook.testing import running_server, session_for
-
-TIMEOUT = 10.0
 
 
 @pytest.fixture

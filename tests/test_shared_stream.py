@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from waiting import take, until
+from waiting import TIMEOUT, take, until
 
 from dspex_notebook import SessionContext
 from dspex_notebook._wire.client import insecure_channel
 from dspex_notebook.testing import session_for
-
-TIMEOUT = 10.0
 
 
 @pytest.fixture

@@ -14,13 +14,11 @@ import json
 import random
 
 import pytest
-from waiting import take, until
+from waiting import TIMEOUT, take, until
 
 from dspex_notebook import Watch
 from dspex_notebook.server import Store
 from dspex_notebook.testing import FakeClock, session_for
-
-TIMEOUT = 10.0  # seconds any single wait may take before the test fails (never reached when healthy)
 
 
 async def caught_up(watcher, writer) -> None:
